@@ -1,0 +1,107 @@
+"""Pydantic models of configuration: the single source of truth for every setting.
+
+`streamfm.spec` assembles these sections into the whole spec.yaml; estimators validate their
+hyper-parameters through `ModelConfig` and `LearnerConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base of all config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CsvOptions(StrictModel):
+    """How CSV (and TSV) text is parsed."""
+
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    header: bool = Field(True, description="first line holds the column names")
+    column_names: list[str] | None = Field(
+        None, description="names of the columns when there is no header (or to replace it)"
+    )
+    quote_char: str | None = Field('"', description="quote character; null disables quoting")
+    null_values: list[str] = Field(
+        default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
+        description="strings read as missing",
+    )
+    column_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="force a column's type, e.g. {user: string, rating: float32}",
+    )
+
+
+SourceFormat = Literal["parquet", "csv", "libfm", "jsonl"]
+
+
+class SourceConfig(StrictModel):
+    """Where rows come from: a file, a glob, a folder, a list of those, or '-' for standard input."""
+
+    path: str | list[str]
+    format: SourceFormat | None = Field(
+        None, description="inferred from the file extension when omitted"
+    )
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    batch_size: int = Field(65536, gt=0, description="rows per batch (at most)")
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one file, glob or folder")
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class ModelConfig(StrictModel):
+    """Shape and initialisation of the factorization machine."""
+
+    k: int = Field(8, ge=0, le=4096, description="number of latent factors")
+    init_std: float = Field(0.1, ge=0.0, description="std of the Gaussian initial factors")
+    seed: int = Field(0, ge=0, description="drives initialisation, shuffling: everything random")
+
+
+class GroupRegularization(StrictModel):
+    """L2 strengths for one feature group (overrides the learner's reg_linear / reg_factors)."""
+
+    linear: float | None = Field(None, ge=0.0)
+    factors: float | None = Field(None, ge=0.0)
+
+
+class LearnerConfig(StrictModel):
+    """Per-case stochastic gradient learner (plain SGD as in libFM, or per-coordinate AdaGrad)."""
+
+    optimizer: Literal["sgd", "adagrad"] = "sgd"
+    learning_rate: float = Field(0.01, gt=0.0)
+    schedule: Literal["constant", "invscaling"] = Field(
+        "constant",
+        description="invscaling: lr_t = learning_rate / (1 + decay * t) ** power_t, t = cases seen",
+    )
+    decay: float = Field(1e-6, ge=0.0, description="invscaling: how fast the rate falls per case")
+    power_t: float = Field(0.5, ge=0.0, description="invscaling exponent")
+    reg_bias: float = Field(0.0, ge=0.0, description="L2 on the global bias w0")
+    reg_linear: float = Field(0.0, ge=0.0, description="L2 on linear weights w")
+    reg_factors: float = Field(0.01, ge=0.0, description="L2 on factors V")
+    adagrad_init: float = Field(
+        1.0, gt=0.0, description="AdaGrad: initial squared-gradient accumulator (keeps first steps sane)"
+    )
+    epochs: int = Field(10, ge=1)
+    shuffle: bool = Field(False, description="estimators: visit rows in a seeded random order")
+    shuffle_buffer: int = Field(
+        0, ge=0, description="streaming: size of the bounded shuffle buffer in rows (0 = off)"
+    )
+    clip_predictions: bool = Field(
+        True, description="regression: clip predictions to the [min, max] of targets seen so far"
+    )
+
+    @model_validator(mode="after")
+    def _schedule_params(self) -> LearnerConfig:
+        if self.schedule == "invscaling" and self.decay == 0.0:
+            raise ValueError("schedule 'invscaling' needs decay > 0")
+        return self
