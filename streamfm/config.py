@@ -89,7 +89,9 @@ class LearnerConfig(StrictModel):
     reg_linear: float = Field(0.0, ge=0.0, description="L2 on linear weights w")
     reg_factors: float = Field(0.01, ge=0.0, description="L2 on factors V")
     adagrad_init: float = Field(
-        1.0, gt=0.0, description="AdaGrad: initial squared-gradient accumulator (keeps first steps sane)"
+        1.0,
+        gt=0.0,
+        description="AdaGrad: initial squared-gradient accumulator (keeps first steps sane)",
     )
     epochs: int = Field(10, ge=1)
     shuffle: bool = Field(False, description="estimators: visit rows in a seeded random order")
@@ -105,3 +107,19 @@ class LearnerConfig(StrictModel):
         if self.schedule == "invscaling" and self.decay == 0.0:
             raise ValueError("schedule 'invscaling' needs decay > 0")
         return self
+
+
+def format_validation_error(exc, prefix: str = "") -> str:
+    """One line per problem of a pydantic ValidationError: `key.path: message, got value`."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        key = ".".join(p for p in (prefix, loc) if p)
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        where = f"{key}: " if key else ""
+        given = err.get("input")
+        got = "" if err.get("type") in ("missing", "extra_forbidden") else f", got {given!r}"
+        lines.append(f"{where}{msg}{got}")
+    return "; ".join(lines)

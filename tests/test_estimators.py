@@ -1,0 +1,213 @@
+"""FMRegressor / FMClassifier: planted-model recovery, growth, determinism, errors, persistence."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from reference import auc
+
+import streamfm
+from streamfm import FMClassifier, FMRegressor
+from streamfm.datasets import make_planted_fm
+from streamfm.errors import CheckpointError, DataError, DivergenceError, SpecError
+
+
+def split(X, y, n_train):
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
+def test_planted_regression_is_recovered():
+    sigma = 0.1
+    X, y, _ = make_planted_fm(30_000, n_features=300, k=4, nnz_per_row=5, noise=sigma, seed=1)
+    Xtr, ytr, Xte, yte = split(X, y, 25_000)
+    m = FMRegressor(k=4, learning_rate=0.005, reg_factors=0.0, epochs=30, seed=3).fit(Xtr, ytr)
+    rmse = np.sqrt(np.mean((m.predict(Xte) - yte) ** 2))
+    assert rmse <= 1.2 * sigma
+
+
+def test_planted_regression_is_recovered_by_adagrad():
+    sigma = 0.1
+    X, y, _ = make_planted_fm(30_000, n_features=300, k=4, nnz_per_row=5, noise=sigma, seed=2)
+    Xtr, ytr, Xte, yte = split(X, y, 25_000)
+    m = FMRegressor(k=4, optimizer="adagrad", learning_rate=0.1, reg_factors=0.0, epochs=30).fit(
+        Xtr, ytr
+    )
+    assert np.sqrt(np.mean((m.predict(Xte) - yte) ** 2)) <= 1.2 * sigma
+
+
+def test_planted_logistic_fm_reaches_the_planted_auc():
+    X, y, truth = make_planted_fm(
+        60_000, n_features=200, k=4, nnz_per_row=5, task="classification", seed=4
+    )
+    Xtr, ytr, Xte, yte = split(X, y, 50_000)
+    m = FMClassifier(k=4, learning_rate=0.02, reg_factors=1e-4, epochs=15).fit(Xtr, ytr)
+    ours = auc(yte, m.predict_proba(Xte)[:, 1])
+    planted = auc(yte, truth["clean"][50_000:])
+    assert ours >= planted - 0.02
+
+
+def test_partial_fit_with_unseen_ids_keeps_existing_parameters():
+    X, y, _ = make_planted_fm(2_000, n_features=100, k=3, seed=5)
+    m = FMRegressor(k=3).partial_fit(X, y)
+    w_before, V_before = m.w_.copy(), m.V_.copy()
+    # New rows that use only ids 100..149: nothing of ids 0..99 may move.
+    rng = np.random.default_rng(0)
+    cols = rng.integers(100, 150, size=(50, 3))
+    Xnew = sp.csr_matrix(
+        (np.ones(150), (np.repeat(np.arange(50), 3), cols.ravel())), shape=(50, 150)
+    )
+    m.partial_fit(Xnew, rng.normal(size=50))
+    assert m.w_.shape == (150,) and m.V_.shape == (150, 3)
+    np.testing.assert_array_equal(m.w_[:100], w_before)
+    np.testing.assert_array_equal(m.V_[:100], V_before)
+    # Ids 150.. were never seen: their rows are still their initial values.
+    p = m.learner_.params
+    ids = np.arange(150, p.capacity)
+    np.testing.assert_array_equal(p.V[150:], p.initial_factors(ids))
+
+
+def test_same_seed_same_model_and_seed_matters():
+    X, y, _ = make_planted_fm(3_000, n_features=80, seed=6)
+    a = FMRegressor(k=4, epochs=3, shuffle=True, seed=7).fit(X, y)
+    b = FMRegressor(k=4, epochs=3, shuffle=True, seed=7).fit(X, y)
+    c = FMRegressor(k=4, epochs=3, shuffle=True, seed=8).fit(X, y)
+    np.testing.assert_array_equal(a.V_, b.V_)
+    np.testing.assert_array_equal(a.w_, b.w_)
+    assert not np.array_equal(a.V_, c.V_)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_one_chunk_or_many_chunks_give_identical_parameters(optimizer):
+    X, y, _ = make_planted_fm(5_000, n_features=400, seed=8)
+    whole = FMRegressor(k=4, optimizer=optimizer, epochs=1, schedule="invscaling", decay=1e-3)
+    whole.fit(X, y)
+    pieces = FMRegressor(k=4, optimizer=optimizer, schedule="invscaling", decay=1e-3)
+    bounds = [0, 1, 8, 700, 701, 2600, 5_000]  # chunks of 1, 7, 692, 1, 1899, 2400 rows
+    for a, b in itertools.pairwise(bounds):
+        pieces.partial_fit(X[a:b], y[a:b])
+    np.testing.assert_array_equal(whole.V_, pieces.V_)
+    np.testing.assert_array_equal(whole.w_, pieces.w_)
+    assert whole.w0_ == pieces.w0_
+
+
+def test_initial_factors_do_not_depend_on_growth_history():
+    X, y, _ = make_planted_fm(500, n_features=1000, seed=9)
+    a = FMRegressor(k=4, epochs=1).fit(X, y)
+    b = FMRegressor(k=4, epochs=1).fit(X[:, :1000], y)  # same data, one growth
+    np.testing.assert_array_equal(a.V_, b.V_)
+
+
+def test_classifier_accepts_both_label_encodings():
+    X, y, _ = make_planted_fm(2_000, n_features=50, task="classification", seed=10)
+    a = FMClassifier(k=2, epochs=2).fit(X, y)
+    b = FMClassifier(k=2, epochs=2).fit(X, 2 * y - 1)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert set(np.unique(a.predict(X))) <= {0, 1}
+    assert set(np.unique(b.predict(X))) <= {-1, 1}
+    assert a.predict_proba(X).shape == (2_000, 2)
+    np.testing.assert_allclose(a.predict_proba(X).sum(1), 1.0)
+    assert 0.5 < a.score(X, y) <= 1.0
+
+
+def test_classifier_rejects_other_labels():
+    X, _, _ = make_planted_fm(10, n_features=5, seed=11)
+    with pytest.raises(DataError, match="label 2 is not allowed"):
+        FMClassifier().fit(X, np.array([0, 1, 2, 0, 1, 0, 1, 0, 1, 1]))
+    with pytest.raises(DataError, match="not allowed"):
+        FMClassifier().fit(X, np.array([0, 1, -1, 0, 1, 0, 1, 0, 1, 1]))
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "message"),
+    [
+        (np.ones((3, 2)), np.ones(4), "X has 3 rows but y has 4"),
+        (np.ones((3, 2)), np.array([1.0, np.nan, 2.0]), "row 1: y holds a non-finite target"),
+        (np.array([[1.0, np.inf]]), np.ones(1), "non-finite value"),
+        (np.ones(3), np.ones(3), "must be 2-D"),
+        (np.ones((2, 2)), np.ones((2, 2)), "y must be 1-D"),
+    ],
+)
+def test_bad_input_errors(X, y, message):
+    with pytest.raises(DataError, match=message):
+        FMRegressor().fit(X, y)
+
+
+def test_negative_indices_rejected():
+    with pytest.raises(DataError, match="negative"):
+        FMRegressor().fit((np.ones(2), (np.array([0, 1]), np.array([0, -3]))), np.ones(2))
+
+
+def test_bad_hyper_parameters_name_the_parameter():
+    with pytest.raises(SpecError, match=r"learning_rate: .*greater than 0.*-0.1"):
+        FMRegressor(learning_rate=-0.1).fit(np.ones((2, 2)), np.ones(2))
+    with pytest.raises(SpecError, match="optimizer"):
+        FMRegressor(optimizer="adam").fit(np.ones((2, 2)), np.ones(2))
+    with pytest.raises(SpecError, match="unknown parameter 'lr'"):
+        FMRegressor().set_params(lr=3)
+
+
+def test_divergence_is_an_error_never_a_nan_model():
+    X, y, _ = make_planted_fm(2_000, n_features=20, nnz_per_row=10, seed=12)
+    with pytest.raises(
+        DivergenceError, match=r"diverged at case \d+.*smaller learner.learning_rate"
+    ):
+        FMRegressor(learning_rate=50.0, clip_predictions=False).fit(X * 10, y * 100)
+
+
+def test_params_protocol():
+    m = FMRegressor(k=3, learning_rate=0.1)
+    params = m.get_params()
+    assert params["k"] == 3 and params["learning_rate"] == 0.1
+    clone = FMRegressor(**params)
+    assert clone.get_params() == params
+    assert m.set_params(k=5) is m and m.k == 5
+    assert "k=5" in repr(m)
+
+
+@pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])
+def test_save_load_round_trip_and_continue(tmp_path, cls):
+    task = "classification" if cls is FMClassifier else "regression"
+    X, y, _ = make_planted_fm(3_000, n_features=60, task=task, seed=13)
+    kw = {
+        "k": 3,
+        "optimizer": "adagrad",
+        "feature_groups": np.arange(60) % 2,
+        "group_regularization": {1: (0.01, 0.05)},
+    }
+    m = cls(**kw).partial_fit(X[:1500], y[:1500])
+    m.save(tmp_path / "m.sfm")
+    loaded = streamfm.load_model(tmp_path / "m.sfm")
+    assert type(loaded) is cls
+    np.testing.assert_array_equal(loaded.predict(X), m.predict(X))
+    # Continuing from the file ends where continuing in memory does.
+    m.partial_fit(X[1500:], y[1500:])
+    loaded.partial_fit(X[1500:], y[1500:])
+    np.testing.assert_array_equal(loaded.V_, m.V_)
+    np.testing.assert_array_equal(loaded.w_, m.w_)
+
+
+def test_saved_model_has_no_pickle_and_corruption_is_detected(tmp_path):
+    import zipfile
+
+    X, y, _ = make_planted_fm(500, n_features=30, seed=14)
+    FMRegressor(k=2, epochs=1).fit(X, y).save(tmp_path / "m.sfm")
+    with zipfile.ZipFile(tmp_path / "m.sfm") as z:
+        assert "meta.json" in z.namelist() and "V.npy" in z.namelist()
+    data = bytearray((tmp_path / "m.sfm").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.sfm").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        streamfm.load_model(tmp_path / "bad.sfm")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        streamfm.load_model(tmp_path / "missing.sfm")
+
+
+def test_group_regularisation_applies_per_group():
+    X, y, _ = make_planted_fm(3_000, n_features=40, seed=15)
+    groups = np.r_[np.zeros(20, int), np.ones(20, int)]
+    m = FMRegressor(k=3, epochs=5, feature_groups=groups, group_regularization={1: (5.0, 5.0)})
+    m.fit(X, y)
+    # Strong L2 on group 1 shrinks its parameters far below group 0's.
+    assert np.abs(m.V_[20:]).mean() < 0.3 * np.abs(m.V_[:20]).mean()
+    assert np.abs(m.w_[20:]).mean() < 0.3 * np.abs(m.w_[:20]).mean()
