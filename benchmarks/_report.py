@@ -50,6 +50,10 @@ def write_section(name: str, body: str) -> None:
     text = DOCS.read_text() if DOCS.exists() else HEADER
     block = f"{begin}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text)
