@@ -109,17 +109,51 @@ class LearnerConfig(StrictModel):
         return self
 
 
-def format_validation_error(exc, prefix: str = "") -> str:
-    """One line per problem of a pydantic ValidationError: `key.path: message, got value`."""
+def format_validation_error(exc, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """One clause per problem of a pydantic ValidationError: `key.path: what is wrong, got value`.
+
+    With `model`, an unknown key gets a did-you-mean suggestion from the keys of its section.
+    """
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        key = ".".join(p for p in (prefix, loc) if p)
-        msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown key"
-        where = f"{key}: " if key else ""
+        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        key = ".".join(p for p in (prefix, ".".join(loc)) if p)
+        kind = err.get("type", "")
+        ctx = err.get("ctx") or {}
         given = err.get("input")
-        got = "" if err.get("type") in ("missing", "extra_forbidden") else f", got {given!r}"
-        lines.append(f"{where}{msg}{got}")
+        if kind == "extra_forbidden":
+            msg = "unknown key" + _suggest(model, loc)
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind in _BOUNDS:
+            msg = f"must be {_BOUNDS[kind]} {next(iter(ctx.values()))}, got {given!r}"
+        elif kind == "literal_error":
+            msg = f"must be one of {ctx.get('expected', '')}, got {given!r}"
+        else:
+            msg = f"{err.get('msg', 'invalid').removeprefix('Value error, ')}, got {given!r}"
+        lines.append(f"{key}: {msg}" if key else msg)
     return "; ".join(lines)
+
+
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
+
+
+def _suggest(model: type[BaseModel] | None, loc: list[str]) -> str:
+    """' (did you mean 'x'?)' for an unknown key at `loc`, looking through nested sections."""
+    import difflib
+
+    section = model
+    for part in loc[:-1]:
+        field = section.model_fields.get(part) if section else None
+        ann = getattr(field, "annotation", None)
+        section = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if section is None or not loc:
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(section.model_fields), n=1)
+    known = ", ".join(section.model_fields)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {known})"

@@ -1,0 +1,128 @@
+"""Moving built chunks around: row selection and concatenation, the disk chunk cache (parse once,
+train many), and the bounded shuffle window."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from streamfm.csr import CSRChunk
+from streamfm.rng import permutation
+
+
+def take_rows(chunk: CSRChunk, rows: np.ndarray) -> CSRChunk:
+    """The chunk's rows `rows` (int64 row numbers), in that order."""
+    starts, stops = chunk.indptr[rows], chunk.indptr[rows + 1]
+    lengths = stops - starts
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    # Position of every output non-zero in the input: its row's start plus its offset in the row.
+    src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+    return CSRChunk(indptr, chunk.indices[src], chunk.values[src])
+
+
+def concat(chunks: list[CSRChunk]) -> CSRChunk:
+    """Rows of all chunks, one after the other."""
+    if len(chunks) == 1:
+        return chunks[0]
+    indptr = [np.zeros(1, dtype=np.int64)]
+    offset = 0
+    for c in chunks:
+        indptr.append(c.indptr[1:] + offset)
+        offset += c.nnz
+    return CSRChunk(
+        np.concatenate(indptr),
+        np.concatenate([c.indices for c in chunks]),
+        np.concatenate([c.values for c in chunks]),
+    )
+
+
+class ChunkCache:
+    """Built chunks (CSR arrays and targets) appended to one file with np.save, replayed in order.
+
+    Memory stays at one chunk: the file is written and read sequentially.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._file = None
+        self.n_chunks = 0
+        self.n_rows = 0
+
+    def append(self, chunk: CSRChunk, y: np.ndarray) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")  # noqa: SIM115 - kept open across calls
+        for arr in (*chunk, y):
+            np.save(self._file, arr, allow_pickle=False)
+        self.n_chunks += 1
+        self.n_rows += chunk.n_rows
+
+    def finish(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def replay(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """Every cached chunk, in the order written."""
+        self.finish()
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            for _ in range(self.n_chunks):
+                indptr, indices, values, y = (np.load(f, allow_pickle=False) for _ in range(4))
+                yield CSRChunk(indptr, indices, values), y
+
+    def remove(self) -> None:
+        self.finish()
+        self.path.unlink(missing_ok=True)
+
+
+class ShuffleWindow:
+    """Bounded shuffle: the row stream is cut into windows of `size` rows, each visited in a random
+    order drawn from (seed, epoch, window number).
+
+    Windows are defined on the row stream, not on chunks, so the order does not depend on batch
+    sizes. Memory: at most `size` rows plus one incoming chunk.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = epoch
+        self.window = 0
+        self._chunks: list[CSRChunk] = []
+        self._ys: list[np.ndarray] = []
+        self._rows = 0
+
+    def push(self, chunk: CSRChunk, y: np.ndarray) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """Add a chunk; yield every window that is now complete, shuffled."""
+        self._chunks.append(chunk)
+        self._ys.append(y)
+        self._rows += chunk.n_rows
+        if self._rows < self.size:
+            return
+        whole, ys = concat(self._chunks), np.concatenate(self._ys)
+        start = 0
+        while self._rows - start >= self.size:
+            yield self._emit(whole, ys, np.arange(start, start + self.size))
+            start += self.size
+        rest = np.arange(start, self._rows)
+        self._chunks = [take_rows(whole, rest)] if rest.size else []
+        self._ys = [ys[start:]] if rest.size else []
+        self._rows -= start
+
+    def flush(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """Yield the last, partial window."""
+        if self._rows:
+            whole, ys = concat(self._chunks), np.concatenate(self._ys)
+            yield self._emit(whole, ys, np.arange(self._rows))
+        self._chunks, self._ys, self._rows = [], [], 0
+
+    def _emit(self, whole: CSRChunk, ys: np.ndarray, rows: np.ndarray):
+        perm = rows[permutation(self.seed, self.epoch * 1_000_003 + self.window, len(rows))]
+        self.window += 1
+        return take_rows(whole, perm), ys[perm]

@@ -1,0 +1,194 @@
+"""The `streamfm` command line (typer). Thin: parses arguments, calls the library, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import streamfm
+from streamfm.errors import SpecError, StreamFMError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train factorization machines on streams of events, out of core.",
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamfm {streamfm.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _fail(exc: BaseException) -> None:
+    """Print an error as one paragraph and exit: 2 for spec/usage errors, 1 for the rest."""
+    if _state["debug"]:
+        traceback.print_exception(exc)
+    if isinstance(exc, StreamFMError):
+        msg = str(exc)
+    elif isinstance(exc, OSError):
+        msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+    else:
+        msg = f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2 if isinstance(exc, SpecError) else 1)
+
+
+def _run(fn):
+    try:
+        return fn()
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one readable paragraph
+        _fail(exc)
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a spec key: --set learner.learning_rate=0.05"),
+]
+
+
+@app.command()
+def train(
+    spec: Annotated[Path, typer.Argument(help="spec.yaml")],
+    set_: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a model as the spec says; writes the model and metric history to output.dir."""
+    from streamfm.pipeline import train as run_train
+    from streamfm.progress import ProgressPrinter
+
+    result = _run(lambda: run_train(spec, set_ or [], progress=ProgressPrinter(quiet=quiet)))
+    s = result.summary
+    typer.echo(
+        f"trained {s['rows_learnt']:,} rows ({s['rows_read']:,} read, {s['epochs']} epoch(s)) in "
+        f"{s['seconds']:.2f} s, {s['rows_per_second'] or 0:,.0f} rows/s; {s['features']:,} features"
+    )
+    last = result.history[-1] if result.history else {}
+    shown = {k: v for k, v in last.items() if isinstance(v, float) and k != "seconds"}
+    if shown:
+        typer.echo("final: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    if s.get("stopped_early"):
+        typer.echo("stopped early: the holdout metric stopped improving")
+    typer.echo(f"model: {result.model_path}")
+
+
+class OutFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+def _load_pipeline_model(path: Path):
+    from streamfm.pipeline import TrainedModel
+
+    return TrainedModel.load(path)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="model file written by `streamfm train`")],
+    input: Annotated[str, typer.Argument(help="file, glob, folder, or - for stdin")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.parquet or OUT.csv")],
+    keep: Annotated[
+        list[str] | None,
+        typer.Option("--keep", "-k", help="Input column to copy to the output (repeatable)."),
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="Input format if not inferable.")
+    ] = None,
+) -> None:
+    """Predict every row of INPUT, streaming, into a Parquet or CSV file."""
+    from streamfm.predict import write_predictions
+
+    def go():
+        m = _load_pipeline_model(model)
+        return write_predictions(m, m.source_config(input, format), output, keep or [])
+
+    n = _run(go)
+    typer.echo(f"wrote {n:,} predictions to {output}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="model file written by `streamfm train`")],
+    input: Annotated[str, typer.Argument(help="file, glob or folder holding the target column")],
+    format: Annotated[
+        str | None, typer.Option("--format", help="Input format if not inferable.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Metrics of MODEL on INPUT (exact AUC for classification)."""
+
+    def go():
+        m = _load_pipeline_model(model)
+        return m.evaluate(m.source_config(input, format))
+
+    scores = _run(go)
+    if as_json:
+        typer.echo(json.dumps(scores))
+    else:
+        typer.echo(
+            "  ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in scores.items()
+            )
+        )
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="model file")],
+    top: Annotated[int, typer.Option(help="Show the features with the largest weights.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Describe a model: spec, sizes, feature groups, metric history, strongest features."""
+    from streamfm.inspect import describe
+
+    info = _run(lambda: describe(model, top=top))
+    if as_json:
+        typer.echo(json.dumps(info, indent=1, default=str))
+        return
+    from streamfm.inspect import format_description
+
+    typer.echo(format_description(info))
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="where to write the starter spec")] = Path(
+        "spec.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter spec."""
+    from streamfm.templates import STARTER_SPEC
+
+    if path.exists() and not force:
+        typer.echo(f"error: {path} exists; use --force to overwrite", err=True)
+        raise typer.Exit(2)
+    path.write_text(STARTER_SPEC)
+    typer.echo(f"wrote {path}: edit source, target and features, then: streamfm train {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,23 @@
+"""Chunked readers: Parquet, CSV, libFM text and JSON lines from files, globs, folders or stdin.
+
+`open_source(config)` returns a Source whose `batches()` yields Arrow record batches of at most
+`config.batch_size` rows, each with the Position at which reading resumes right after it.
+"""
+
+from streamfm.sources.base import FORMATS, Position, Source, infer_format, open_source
+from streamfm.sources.csv import CsvSource
+from streamfm.sources.jsonl import JsonlSource
+from streamfm.sources.libfm import LibfmSource
+from streamfm.sources.parquet import ParquetSource
+
+__all__ = [
+    "FORMATS",
+    "CsvSource",
+    "JsonlSource",
+    "LibfmSource",
+    "ParquetSource",
+    "Position",
+    "Source",
+    "infer_format",
+    "open_source",
+]

@@ -1,0 +1,410 @@
+"""CSV / TSV reader: pyarrow's streaming `open_csv`, with exact resume by data-row count.
+
+pyarrow's `skip_rows_after_names` counts physical lines (blank lines too) and ignores quotes, so a
+resume skips its rows with `_csv_skip`, a compiled scanner that splits records as pyarrow does.
+"""
+
+from __future__ import annotations
+
+import csv as stdlib_csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from numba import njit
+
+from streamfm.errors import DataError, SpecError
+from streamfm.sources._io import STDIN, ChainStream, open_stream, stdin_stream
+from streamfm.sources.base import Piece, Source, check_columns, split_extension
+
+# Bigger blocks infer types from more rows and parse faster; 4 MiB keeps memory modest.
+CSV_BLOCK = 4 << 20
+
+_RAGGED = re.compile(r"Expected (\d+) columns, got (\d+): ?(.*)", re.S)
+_CONVERSION = re.compile(
+    r"In CSV column #(\d+): CSV conversion error to ([^:]+): invalid value '(.*)'", re.S
+)
+
+
+@njit(cache=True)
+def _csv_skip(
+    buf: np.ndarray, start: int, need: int, delim: int, quote: int, state: np.ndarray
+) -> tuple:
+    """Step over up to `need` non-empty records of buf[start:], the way pyarrow splits them.
+
+    A quote opens a quoted part only at the start of a field; inside it a doubled quote is a
+    literal quote; CR, LF and CRLF end records outside quotes. `state` carries across blocks:
+    [in_quote (0 no, 1 yes, 2 quote seen inside), at_field_start, record_has_bytes, after_cr,
+    physical lines]. Returns (records stepped over, index after the last one or buf.size).
+    """
+    n = buf.size
+    i = start
+    done = 0
+    inq = state[0]
+    fstart = state[1]
+    nonempty = state[2]
+    after_cr = state[3]
+    lines = state[4]
+    while i < n and done < need:
+        c = np.int64(buf[i])
+        i += 1
+        if after_cr:
+            after_cr = 0
+            if c == 10:
+                continue
+        if inq == 2:
+            if c == quote:
+                inq = 1
+                continue
+            inq = 0
+        if inq == 1:
+            if c == quote:
+                inq = 2
+            elif c == 10 or c == 13:
+                lines += 1
+                after_cr = 1 if c == 13 else 0
+            continue
+        if c == 10 or c == 13:
+            lines += 1
+            after_cr = 1 if c == 13 else 0
+            if nonempty:
+                done += 1
+            nonempty = 0
+            fstart = 1
+            continue
+        nonempty = 1
+        if fstart and c == quote:
+            inq = 1
+            fstart = 0
+            continue
+        fstart = 1 if c == delim else 0
+    if done == need and after_cr and i < n and buf[i] == 10:
+        # Take the LF of a CRLF with its record so the rest starts on a fresh line.
+        i += 1
+        after_cr = 0
+    state[0] = inq
+    state[1] = fstart
+    state[2] = nonempty
+    state[3] = after_cr
+    state[4] = lines
+    return done, i
+
+
+def _parse_types(types: dict[str, str]) -> dict[str, pa.DataType]:
+    out = {}
+    for name, alias in types.items():
+        try:
+            out[name] = pa.type_for_alias(alias)
+        except (ValueError, TypeError):
+            raise SpecError(
+                f"source.csv.column_types.{name}: unknown type {alias!r}; use e.g. string, "
+                "int32, int64, float32, float64, bool"
+            ) from None
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class CsvSource(Source):
+    """CSV / TSV files; Position.offset is 0 and Position.row the data rows consumed."""
+
+    format = "csv"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.block_size = CSV_BLOCK
+        self._types = _parse_types(self.config.csv.column_types)
+        self._stable: dict[str, pa.DataType] | None = None
+        # Bad-row policy hook (skip / quarantine comes later): None makes every bad row an error.
+        # A handler that skips rows must also make resume skip them: `_csv_skip` counts records.
+        self.invalid_row_handler: Callable[[Any], str] | None = None
+
+    # -- options ----------------------------------------------------------------------------------
+
+    def _delimiter(self, path: str) -> str:
+        opts = self.config.csv
+        if "delimiter" not in opts.model_fields_set and split_extension(path)[0] == ".tsv":
+            return "\t"
+        return opts.delimiter
+
+    def _read_options(self, names: list[str] | None = None) -> pacsv.ReadOptions:
+        """Header handling of the config, or explicit `names` for a stream resumed past the header."""
+        opts = self.config.csv
+        if names is not None:
+            return pacsv.ReadOptions(block_size=self.block_size, column_names=names)
+        if opts.column_names:
+            return pacsv.ReadOptions(
+                block_size=self.block_size,
+                column_names=list(opts.column_names),
+                skip_rows=1 if opts.header else 0,
+            )
+        return pacsv.ReadOptions(
+            block_size=self.block_size, autogenerate_column_names=not opts.header
+        )
+
+    def _parse_options(self, path: str) -> pacsv.ParseOptions:
+        quote = self.config.csv.quote_char
+        return pacsv.ParseOptions(
+            delimiter=self._delimiter(path),
+            quote_char=quote if quote is not None else False,
+            double_quote=True,
+            # Quoted values may span lines; pyarrow's chunker must then track quotes.
+            newlines_in_values=quote is not None,
+            ignore_empty_lines=True,
+            invalid_row_handler=self.invalid_row_handler,
+        )
+
+    def _convert_options(
+        self, columns: list[str] | None, types: dict[str, pa.DataType]
+    ) -> pacsv.ConvertOptions:
+        return pacsv.ConvertOptions(
+            include_columns=columns or [],
+            null_values=list(self.config.csv.null_values),
+            strings_can_be_null=True,
+            column_types=types,
+        )
+
+    def _stable_types(self) -> dict[str, pa.DataType]:
+        """Column types of the first file's first block (under the configured ones).
+
+        Applied to every file and to resumed reads so that a column keeps one type throughout.
+        """
+        if self._stable is None:
+            types = dict(self._types)
+            if self.files[0] != STDIN:
+                for field in self.schema():
+                    # A column empty in the first block says nothing about its type.
+                    if field.name not in types and not pa.types.is_null(field.type):
+                        types[field.name] = field.type
+            self._stable = types
+        return self._stable
+
+    # -- Source ------------------------------------------------------------------------------------
+
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            path = self.files[0]
+            ro, po, co = (
+                self._read_options(),
+                self._parse_options(path),
+                self._convert_options(None, self._types),
+            )
+            if path == STDIN:
+                # Peek at stdin's head, then replay it to the real reader.
+                stream = stdin_stream()
+                stream.record()
+                head = stream.read(self.block_size)
+                head += stream.read(1 << 16) if head and not head.endswith(b"\n") else b""
+                stream.rewind()
+                cut = head.rfind(b"\n")
+                source: Any = pa.BufferReader(head[: cut + 1] if cut >= 0 else head)
+            else:
+                source = path
+            try:
+                self._schema = pacsv.open_csv(
+                    source, read_options=ro, parse_options=po, convert_options=co
+                ).schema
+            except pa.ArrowInvalid as e:
+                if "Empty CSV file" in str(e):
+                    return pa.schema([])
+                raise self._error(e, path, 0) from e
+        return self._schema
+
+    def _read_file(
+        self, index: int, path: str, columns: list[str] | None, offset: int, row: int
+    ) -> Iterator[Piece]:
+        good = row  # data rows of this file known to parse, for locating an error
+        try:
+            if row == 0:
+                types = self._stable_types() if index > 0 else self._types
+                source = stdin_stream() if path == STDIN else path
+                reader = pacsv.open_csv(
+                    source,
+                    read_options=self._read_options(),
+                    parse_options=self._parse_options(path),
+                    convert_options=self._convert_options(columns, types),
+                )
+            else:
+                reader = self._open_resumed(path, columns, row)
+                if reader is None:
+                    return
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                good += batch.num_rows
+                if batch.num_rows:
+                    yield batch, None
+        except (pa.ArrowInvalid, pa.ArrowKeyError) as e:
+            if "Empty CSV file" in str(e):
+                return
+            raise self._error(e, path, good, columns) from e
+
+    # -- resume -----------------------------------------------------------------------------------
+
+    def _skip_records(self, stream: Any, path: str, need: int) -> tuple[int, bytes, bytes, int]:
+        """Step `stream` over `need` records: (records done, first record's bytes, rest of the block,
+        physical lines stepped over)."""
+        quote = self.config.csv.quote_char
+        q = ord(quote) if quote is not None else -1
+        d = ord(self._delimiter(path))
+        state = np.array([0, 1, 0, 0, 0], dtype=np.int64)
+        done = 0
+        head = bytearray()
+        rest = b""
+        while done < need:
+            data = stream.read(self.block_size)
+            if not data:
+                if state[2]:  # a last record without a final newline
+                    done += 1
+                break
+            buf = np.frombuffer(data, dtype=np.uint8)
+            at = 0
+            if done == 0:
+                got, at = _csv_skip(buf, 0, 1, d, q, state)
+                head += data[:at]
+                done += got
+            if done and done < need:
+                got, at = _csv_skip(buf, at, need - done, d, q, state)
+                done += got
+            if done == need:
+                rest = data[at:]
+        return done, bytes(head), rest, int(state[4])
+
+    def _open_resumed(
+        self, path: str, columns: list[str] | None, row: int
+    ) -> pacsv.CSVStreamingReader | None:
+        """A reader positioned at data row `row` of `path` (None when nothing is left)."""
+        opts = self.config.csv
+        header = 1 if opts.header else 0
+        stream = open_stream(path)
+        done, head, rest, _ = self._skip_records(stream, path, header + row)
+        if done < header + row:
+            raise DataError(
+                f"cannot resume at data row {row}: the file has only {max(done - header, 0)}",
+                path=path,
+            )
+        if opts.column_names:
+            names = list(opts.column_names)
+        else:
+            names = pacsv.open_csv(
+                pa.BufferReader(head),
+                read_options=pacsv.ReadOptions(autogenerate_column_names=not opts.header),
+                parse_options=self._parse_options(path),
+            ).schema.names
+        try:
+            return pacsv.open_csv(
+                ChainStream(rest, stream),
+                read_options=self._read_options(names),
+                parse_options=self._parse_options(path),
+                convert_options=self._convert_options(columns, self._stable_types()),
+            )
+        except pa.ArrowInvalid as e:
+            if "Empty CSV file" in str(e):
+                return None
+            raise
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _file_columns(self, path: str) -> list[str]:
+        """Column names of `path` (error path only; [] when they cannot be read)."""
+        opts = self.config.csv
+        if opts.column_names:
+            return list(opts.column_names)
+        if path == STDIN:
+            return list(self.schema().names) if self._schema is not None else []
+        try:
+            return pacsv.open_csv(
+                path,
+                read_options=self._read_options(),
+                parse_options=self._parse_options(path),
+                convert_options=pacsv.ConvertOptions(column_types={}),
+            ).schema.names
+        except (pa.ArrowInvalid, OSError):
+            return []
+
+    def _locate(self, path: str, good: int, bad: Callable[[list[str]], bool]) -> int | None:
+        """1-based line of the first record after `good` data rows for which `bad` holds.
+
+        Error path only, so Python's csv module may walk the rest of the block row by row.
+        """
+        if path == STDIN:
+            return None
+        opts = self.config.csv
+        header = 1 if opts.header else 0
+        try:
+            stream = open_stream(path)
+            done, _, rest, lines = self._skip_records(stream, path, header + good)
+            if done < header + good:
+                return None
+            text = io.TextIOWrapper(
+                io.BufferedReader(ChainStream(rest, stream)),
+                encoding="utf-8",
+                errors="replace",
+                newline="",
+            )
+            reader = stdlib_csv.reader(
+                text,
+                delimiter=self._delimiter(path),
+                quotechar=opts.quote_char or '"',
+                quoting=stdlib_csv.QUOTE_MINIMAL if opts.quote_char else stdlib_csv.QUOTE_NONE,
+                doublequote=True,
+                strict=False,
+            )
+            before = 0
+            for record in reader:
+                if record and bad(record):
+                    return lines + before + 1
+                before = reader.line_num
+        except (OSError, stdlib_csv.Error, pa.ArrowInvalid):
+            pass  # locating is best effort: the error itself still stands
+        return None
+
+    def _error(
+        self, e: Exception, path: str, good: int, columns: list[str] | None = None
+    ) -> DataError:
+        """The DataError for a pyarrow error met after `good` data rows of `path`."""
+        msg = str(e)
+        if isinstance(e, pa.ArrowKeyError) or "in include_columns does not exist" in msg:
+            try:
+                check_columns(path, columns, self._file_columns(path))
+            except DataError as missing:
+                return missing
+            return DataError(f"column missing: {msg}", path=path)
+        m = _RAGGED.search(msg)
+        if m:
+            expected, got = int(m.group(1)), int(m.group(2))
+            line = self._locate(path, good, lambda rec: len(rec) != expected)
+            return DataError(
+                f"expected {expected} columns, got {got}",
+                path=path,
+                row=line,
+                value=m.group(3)[:200],
+            )
+        m = _CONVERSION.search(msg)
+        if m:
+            k, typ, value = int(m.group(1)), m.group(2).strip(), m.group(3)
+            names = self._file_columns(path)
+            column = names[k] if k < len(names) else f"#{k + 1}"
+            line = self._locate(path, good, lambda rec: len(rec) > k and rec[k] == value)
+            hint = "float64" if _is_number(value) else "string"
+            return DataError(
+                f"cannot convert to {typ} (the type comes from the first rows read); "
+                f"declare it, e.g. csv.column_types: {{{column}: {hint}}}",
+                path=path,
+                row=line,
+                column=column,
+                value=value,
+            )
+        return DataError(f"cannot parse CSV: {msg}", path=path)

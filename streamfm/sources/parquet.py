@@ -1,0 +1,84 @@
+"""Parquet reader: row groups streamed with `ParquetFile.iter_batches`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streamfm.errors import DataError
+from streamfm.sources.base import Piece, Source, check_columns
+
+
+def _open(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"cannot read as Parquet: {e}", path=path) from e
+
+
+class ParquetSource(Source):
+    """Parquet files; Position.offset is the row group holding the next row."""
+
+    format = "parquet"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._group_ends: dict[int, np.ndarray] = {}
+
+    def _ends(self, index: int, pf: pq.ParquetFile | None = None) -> np.ndarray:
+        """Cumulative row counts at the end of each row group of file `index` (from the footer)."""
+        ends = self._group_ends.get(index)
+        if ends is None:
+            meta = (pf or _open(self.files[index])).metadata
+            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
+            self._group_ends[index] = ends
+        return ends
+
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            self._schema = _open(self.files[0]).schema_arrow
+        return self._schema
+
+    def total_rows(self) -> int | None:
+        return sum(_open(f).metadata.num_rows for f in self.files)
+
+    def _resume_offset(self, index: int, row: int, end: int | None) -> int:
+        # Row groups fully consumed = index of the group holding the next row.
+        return int(np.searchsorted(self._ends(index), row, side="right"))
+
+    def _read_file(
+        self, index: int, path: str, columns: list[str] | None, offset: int, row: int
+    ) -> Iterator[Piece]:
+        pf = _open(path)
+        check_columns(path, columns, pf.schema_arrow.names)
+        ends = self._ends(index, pf)
+        # The row count decides; `offset` (the row group) follows from it and the footer.
+        group = int(np.searchsorted(ends, row, side="right"))
+        if group >= len(ends):
+            if row > (int(ends[-1]) if len(ends) else 0):
+                raise DataError(f"cannot resume at row {row}: the file has fewer rows", path=path)
+            return
+        skip = row - (int(ends[group - 1]) if group else 0)
+        try:
+            it = pf.iter_batches(
+                batch_size=self.batch_size,
+                row_groups=list(range(group, len(ends))),
+                columns=columns,
+                use_threads=True,
+            )
+            for batch in it:
+                if skip:
+                    if skip >= batch.num_rows:
+                        skip -= batch.num_rows
+                        continue
+                    batch = batch.slice(skip)
+                    skip = 0
+                if columns is not None and batch.schema.names != columns:
+                    batch = batch.select(columns)
+                yield batch, None
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"cannot read Parquet data: {e}", path=path) from e

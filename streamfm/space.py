@@ -1,0 +1,218 @@
+"""FeatureSpace: global feature ids for every (group, key), allocated on first sight, never changed.
+
+Ids of new keys are allocated in the order a row-by-row reader would meet them (row, then builder
+order, then position within the row), so ids — and with them every initial parameter — do not
+depend on how the stream was cut into batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamfm.csr import MAX_FEATURE_ID, CSRChunk
+from streamfm.errors import DataError
+from streamfm.features.base import Block
+
+# Id given to keys never seen in training when predicting: the prediction kernel ignores ids at or
+# beyond the number of seen features, so such non-zeros contribute nothing.
+UNSEEN_ID = MAX_FEATURE_ID
+
+
+class FeatureSpace:
+    """Allocates and remembers global feature ids, and the group (builder) of every id."""
+
+    def __init__(self) -> None:
+        self.n_ids = 0
+        self.groups: list[str] = []
+        self.reserved: list[tuple[int, int]] = []  # per group: (base id, size)
+        self._vocab: list[dict[Any, int]] = []  # per group: key -> id
+        self._vocab_ids: list[list[int]] = []  # per group: ids in allocation order
+        self._vocab_keys: list[list[Any]] = []  # per group: keys in allocation order
+        self.id_group = np.zeros(0, dtype=np.int32)
+
+    # --- groups
+    def add_group(self, name: str, reserve: int = 0) -> int:
+        """Register a group (one builder) and reserve `reserve` fixed ids for it; returns its index."""
+        if name in self.groups:
+            raise ValueError(f"feature group {name!r} exists already")
+        g = len(self.groups)
+        self.groups.append(name)
+        self._vocab.append({})
+        self._vocab_ids.append([])
+        self._vocab_keys.append([])
+        base = self._allocate(reserve, g)
+        self.reserved.append((base, int(reserve)))
+        return g
+
+    def _allocate(self, n: int, group: int | np.ndarray) -> int:
+        base = self.n_ids
+        if base + n > MAX_FEATURE_ID:
+            raise DataError(f"more than {MAX_FEATURE_ID} features: use hashed features")
+        self.n_ids += n
+        if self.n_ids > len(self.id_group):
+            grown = np.zeros(max(self.n_ids, 2 * len(self.id_group), 64), dtype=np.int32)
+            grown[: len(self.id_group)] = self.id_group
+            self.id_group = grown
+        self.id_group[base : base + n] = group
+        return base
+
+    def vocabulary_size(self, group: int) -> int:
+        """Number of keys seen for `group`."""
+        return len(self._vocab_ids[group])
+
+    # --- mapping
+    def to_chunk(self, blocks: list[Block], groups: list[int], *, training: bool) -> CSRChunk:
+        """Map every block's keys/ids to global ids and merge the blocks row-wise into one chunk.
+
+        training=True allocates ids for new keys; training=False maps them to UNSEEN_ID.
+        """
+        n_rows = blocks[0].n_rows if blocks else 0
+        mapped: list[np.ndarray] = []
+        pending = []  # new keys: (block index, unique positions, first nz positions, uniques)
+        for b, (block, g) in enumerate(zip(blocks, groups, strict=True)):
+            if block.n_rows != n_rows:
+                raise ValueError(
+                    f"builder {self.groups[g]!r} gave {block.n_rows} rows, expected {n_rows}"
+                )
+            if block.ids is not None:
+                base, size = self.reserved[g]
+                ids = np.asarray(block.ids, dtype=np.int64)
+                if ids.size and (ids.min() < 0 or ids.max() >= size):
+                    raise ValueError(f"builder {self.groups[g]!r} emitted ids outside [0, {size})")
+                mapped.append(ids + base)
+                continue
+            ids, new = self._lookup(block.keys, g)
+            mapped.append(ids)
+            if new is not None:
+                pending.append((b, g, *new))
+        if pending:
+            self._allocate_new(blocks, mapped, pending, training)
+        return _merge(blocks, mapped, n_rows)
+
+    def _lookup(self, keys, g: int):
+        """Ids of known keys (-1 for new ones) and, if any are new, their uniques and positions."""
+        arr = keys if isinstance(keys, pa.Array) else pa.array(keys)
+        if arr.null_count:
+            raise ValueError(f"builder {self.groups[g]!r} emitted null keys")
+        if len(arr) == 0:
+            return np.zeros(0, dtype=np.int64), None
+        enc = pc.dictionary_encode(arr)
+        if isinstance(enc, pa.ChunkedArray):
+            enc = enc.combine_chunks()
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        uniques = enc.dictionary.to_pylist()
+        vocab = self._vocab[g]
+        uid = np.fromiter((vocab.get(u, -1) for u in uniques), dtype=np.int64, count=len(uniques))
+        new_u = np.flatnonzero(uid < 0)
+        ids = uid[codes]
+        if not new_u.size:
+            return ids, None
+        _, first = np.unique(codes, return_index=True)  # first nz position of each unique code
+        return ids, (codes, uid, new_u, first[new_u], uniques)
+
+    def _allocate_new(self, blocks, mapped, pending, training: bool) -> None:
+        if not training:
+            for b, _g, codes, uid, new_u, _first, _uniq in pending:
+                uid[new_u] = UNSEEN_ID
+                mapped[b] = uid[codes]
+            return
+        # Order of first sight in a row-by-row read: (row, block, position in row).
+        rows, blk, pos, owner = [], [], [], []
+        for n, (b, _g, _codes, _uid, new_u, first, _uniq) in enumerate(pending):
+            indptr = blocks[b].indptr
+            r = np.searchsorted(indptr, first, side="right") - 1
+            rows.append(r)
+            pos.append(first - indptr[r])
+            blk.append(np.full(len(new_u), b))
+            owner.append(np.stack([np.full(len(new_u), n), np.arange(len(new_u))], axis=1))
+        order = np.lexsort((np.concatenate(pos), np.concatenate(blk), np.concatenate(rows)))
+        owner_all = np.concatenate(owner)[order]
+        base = self.n_ids
+        groups_new = np.array([pending[n][1] for n in owner_all[:, 0]], dtype=np.int32)
+        self._allocate(len(order), 0)
+        self.id_group[base : base + len(order)] = groups_new
+        new_ids = base + np.arange(len(order))
+        for (n, j), fid in zip(owner_all.tolist(), new_ids.tolist(), strict=True):
+            _b, g, _codes, uid, new_u, _first, uniques = pending[n]
+            key = uniques[new_u[j]]
+            uid[new_u[j]] = fid
+            self._vocab[g][key] = fid
+            self._vocab_ids[g].append(fid)
+            self._vocab_keys[g].append(key)
+        for b, _g, codes, uid, _new_u, _first, _uniq in pending:
+            mapped[b] = uid[codes]
+
+    # --- names
+    def describe(self, fid: int, builders=None) -> tuple[str, str]:
+        """(group name, key or feature name) of global id `fid`."""
+        g = int(self.id_group[fid])
+        base, size = self.reserved[g]
+        if base <= fid < base + size:
+            name = builders[g].reserved_name(fid - base) if builders else str(fid - base)
+            return self.groups[g], name
+        ids = self._vocab_ids[g]
+        idx = int(np.searchsorted(np.asarray(ids), fid))
+        return self.groups[g], str(self._vocab_keys[g][idx])
+
+    # --- state
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able meta, arrays) describing the space, for model files and checkpoints."""
+        meta = {
+            "n_ids": self.n_ids,
+            "groups": self.groups,
+            "reserved": self.reserved,
+            "key_types": [],
+        }
+        arrays = {"space/id_group": self.id_group[: self.n_ids].copy()}
+        for g, keys in enumerate(self._vocab_keys):
+            is_int = bool(keys) and all(isinstance(k, int) for k in keys)
+            meta["key_types"].append("int" if is_int else "str")
+            arrays[f"space/ids_{g}"] = np.asarray(self._vocab_ids[g], dtype=np.int64)
+            arrays[f"space/keys_{g}"] = (
+                np.asarray(keys, dtype=np.int64)
+                if is_int
+                else np.asarray([str(k) for k in keys], dtype=str)
+            )
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> FeatureSpace:
+        """Rebuild a space saved by `state`."""
+        space = cls()
+        space.groups = list(meta["groups"])
+        space.reserved = [tuple(r) for r in meta["reserved"]]
+        space.n_ids = int(meta["n_ids"])
+        space.id_group = np.asarray(arrays["space/id_group"], dtype=np.int32).copy()
+        for g, kind in enumerate(meta["key_types"]):
+            ids = arrays[f"space/ids_{g}"].tolist()
+            raw = arrays[f"space/keys_{g}"]
+            keys = (
+                [int(k) for k in raw.tolist()] if kind == "int" else [str(k) for k in raw.tolist()]
+            )
+            space._vocab_ids.append(ids)
+            space._vocab_keys.append(keys)
+            space._vocab.append(dict(zip(keys, ids, strict=True)))
+        return space
+
+
+def _merge(blocks: list[Block], mapped: list[np.ndarray], n_rows: int) -> CSRChunk:
+    """Concatenate the blocks' non-zeros row by row (block order within a row)."""
+    counts = [np.diff(b.indptr) for b in blocks]
+    total = np.sum(counts, axis=0) if counts else np.zeros(n_rows, dtype=np.int64)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(total, out=indptr[1:])
+    nnz = int(indptr[-1])
+    indices = np.empty(nnz, dtype=np.int32)
+    values = np.empty(nnz, dtype=np.float32)
+    offset = indptr[:-1].copy()
+    for block, ids, c in zip(blocks, mapped, counts, strict=True):
+        row_of_nz = np.repeat(np.arange(n_rows), c)
+        dest = offset[row_of_nz] + (np.arange(len(ids)) - block.indptr[row_of_nz])
+        indices[dest] = ids
+        values[dest] = block.values
+        offset += c
+    return CSRChunk(indptr, indices, values)

@@ -1,0 +1,204 @@
+"""spec.yaml: the contract of a training run. Everything the CLI does can be written here.
+
+    spec = load_spec("spec.yaml", overrides=["learner.learning_rate=0.05"])
+
+Relative paths in a spec are relative to the current working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from streamfm.config import (
+    GroupRegularization,
+    LearnerConfig,
+    ModelConfig,
+    SourceConfig,
+    StrictModel,
+    format_validation_error,
+)
+from streamfm.errors import SpecError
+
+REGRESSION_METRICS = ("rmse", "mae")
+CLASSIFICATION_METRICS = ("logloss", "auc", "accuracy")
+
+
+class TargetConfig(StrictModel):
+    """The column to learn; for classification, which values mean class 1."""
+
+    column: str
+    positive: list[str | int | float | bool] | None = Field(
+        None,
+        description="classification: values that mean class 1 (all others 0); default: "
+        "the labels must be 0/1, -1/+1 or true/false",
+    )
+
+
+class ValidationConfig(StrictModel):
+    """Holdout evaluation and early stopping."""
+
+    source: SourceConfig | None = None
+    every_rows: int = Field(
+        0, ge=0, description="also evaluate every N training rows (0: epoch ends only)"
+    )
+    metric: str | None = Field(
+        None, description="default: rmse (regression), logloss (classification)"
+    )
+    patience: int = Field(
+        0, ge=0, description="stop after this many evaluations without improvement (0: never)"
+    )
+    restore_best: bool = Field(True, description="keep the model of the best evaluation")
+
+
+class OutputConfig(StrictModel):
+    """Where a run writes its model and metric history."""
+
+    dir: str = Field("runs/{spec}", description="{spec} is the spec file's name without extension")
+    model: str = "model.sfm"
+    progress_every_seconds: float = Field(1.0, gt=0)
+
+
+class CacheConfig(StrictModel):
+    """Chunk cache: built design-matrix chunks stored on disk in the first epoch, replayed after."""
+
+    enabled: bool | None = Field(None, description="default: on when epochs > 1")
+    dir: str | None = Field(None, description="default: a temporary folder inside output.dir")
+
+
+class Spec(StrictModel):
+    """The whole spec.yaml."""
+
+    source: SourceConfig
+    task: Literal["regression", "classification"] = "regression"
+    target: TargetConfig | None = None
+    features: list[dict[str, Any]] = Field(default_factory=list)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    groups: dict[str, GroupRegularization] = Field(
+        default_factory=dict,
+        description="per feature group (builder name) L2 overrides: {user: {factors: 0.05}}",
+    )
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    name: str = Field("run", description="run name; set from the spec file's name by load_spec")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target_str(cls, v):
+        return {"column": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _defaults_and_checks(self) -> Spec:
+        libfm = self.source.format == "libfm" or (
+            self.source.format is None and _looks_libfm(self.source.path)
+        )
+        if self.target is None:
+            if not libfm:
+                raise ValueError("target: required key is missing (the column to learn)")
+            self.target = TargetConfig(column="label")
+        if not self.features and libfm:
+            self.features = [{"type": "libfm"}]
+        if not self.features:
+            raise ValueError("features: at least one feature builder is needed")
+        allowed = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+        if self.validation.metric is None:
+            self.validation.metric = allowed[0]
+        elif self.validation.metric not in allowed:
+            raise ValueError(
+                f"validation.metric: must be one of {allowed} for {self.task}, got {self.validation.metric!r}"
+            )
+        if self.target.positive is not None and self.task != "classification":
+            raise ValueError("target.positive: only for task classification")
+        return self
+
+    def metric_names(self) -> tuple[str, ...]:
+        return REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+
+    def output_dir(self) -> Path:
+        return Path(self.output.dir.replace("{spec}", self.name))
+
+
+def _looks_libfm(path: str | list[str]) -> bool:
+    first = path[0] if isinstance(path, list) else path
+    return str(first).lower().split(".gz")[0].endswith((".libfm", ".libsvm", ".svm"))
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply `key.path=value` (value parsed as YAML: numbers, booleans, lists) to nested `data`."""
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment!r}: expected key.path=value")
+    path, _, raw = assignment.partition("=")
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise SpecError(f"--set {assignment!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, key, keys[: i + 1])]
+            continue
+        if not isinstance(node.get(key), dict | list):
+            node[key] = {}
+        node = node[key]
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, keys)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, key: str, path: list[str]) -> int:
+    try:
+        i = int(key)
+        node[i]
+    except (ValueError, IndexError):
+        raise SpecError(f"--set: {'.'.join(path)}: not an index of a list of {len(node)}") from None
+    return i
+
+
+def parse_spec(data: dict[str, Any], *, name: str = "run", origin: str = "spec") -> Spec:
+    """Validate a spec mapping; SpecError names every bad key path."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{origin}: a spec is a mapping of sections (source, target, features, ...)"
+        )
+    data = {"name": name, **data}
+    try:
+        spec = Spec(**data)
+    except ValidationError as exc:
+        raise SpecError(f"{origin}: {format_validation_error(exc, model=Spec)}") from None
+    # Builders validate their own parameters: build them once now, so errors surface at load time.
+    from streamfm.features.pipeline import FeaturePipeline
+
+    try:
+        FeaturePipeline.from_specs(spec.features)
+    except SpecError as exc:
+        raise SpecError(f"{origin}: {exc}") from None
+    return spec
+
+
+def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Spec:
+    """Read spec.yaml, apply `--set` overrides, validate."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return parse_spec(data, name=path.stem, origin=str(path))
