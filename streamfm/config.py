@@ -6,6 +6,7 @@ hyper-parameters through `ModelConfig` and `LearnerConfig`.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -114,10 +115,13 @@ def format_validation_error(exc, prefix: str = "", model: type[BaseModel] | None
 
     With `model`, an unknown key gets a did-you-mean suggestion from the keys of its section.
     """
-    lines = []
+    lines: dict[str, str] = {}
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        # Union members and validators add type tags such as 'str' or 'list[str]' to the path.
+        loc = [str(p) for p in err.get("loc", ()) if not _TYPE_TAG.match(str(p))]
         key = ".".join(p for p in (prefix, ".".join(loc)) if p)
+        if key in lines:
+            continue
         kind = err.get("type", "")
         ctx = err.get("ctx") or {}
         given = err.get("input")
@@ -131,8 +135,11 @@ def format_validation_error(exc, prefix: str = "", model: type[BaseModel] | None
             msg = f"must be one of {ctx.get('expected', '')}, got {given!r}"
         else:
             msg = f"{err.get('msg', 'invalid').removeprefix('Value error, ')}, got {given!r}"
-        lines.append(f"{key}: {msg}" if key else msg)
-    return "; ".join(lines)
+        lines[key] = f"{key}: {msg}" if key else msg
+    return "; ".join(lines.values())
+
+
+_TYPE_TAG = re.compile(r"^(__root__|str|int|float|bool|none|[a-z-]+\[.*\]|function-.*)$")
 
 
 _BOUNDS = {

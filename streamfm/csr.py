@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 
 from streamfm.errors import DataError
 
@@ -39,6 +38,8 @@ def to_chunk(X, *, name: str = "X") -> tuple[CSRChunk, int]:
     """
     if isinstance(X, CSRChunk):
         return X, X.max_id() + 1
+    import scipy.sparse as sp  # here, not at module level: the streaming path never needs scipy
+
     try:
         if sp.issparse(X):
             csr = X.tocsr()

@@ -139,20 +139,27 @@ class TrainedModel:
             kept = batch.select(keep_columns) if keep_columns else None
             yield kept, self.predict_batch(batch)
 
+    def holdout_chunks(self, source: SourceConfig) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """Built (chunk, target) pairs of a source holding the target column (state frozen)."""
+        columns = [*self.pipeline.columns(), self.spec.target.column]
+        for batch, pos in open_source(source).batches(columns=columns):
+            yield self.transform(batch), extract_target(batch, self.spec.target, self.task, pos)
+
     def evaluate(
-        self, source: SourceConfig, metrics: tuple[str, ...] | None = None
+        self,
+        source: SourceConfig | list[tuple[CSRChunk, np.ndarray]],
+        metrics: tuple[str, ...] | None = None,
     ) -> dict[str, float]:
-        """Exact metrics of the model on a source that holds the target column."""
+        """Exact metrics on a source holding the target column (or on already built chunks)."""
         names = metrics or self.spec.metric_names()
         found = [make_metric(n, exact=True) for n in names]
-        columns = [*self.pipeline.columns(), self.spec.target.column]
+        chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
         n = 0
-        for batch, pos in open_source(source).batches(columns=columns):
-            y = extract_target(batch, self.spec.target, self.task, pos)
-            pred = self.predict_batch(batch)
+        for chunk, y in chunks:
+            pred = self.learner.predict(chunk)
             for m in found:
                 m.update(y, pred)
-            n += batch.num_rows
+            n += chunk.n_rows
         out = {m.name: float(m.value()) for m in found}
         out["rows"] = n
         return out
@@ -246,6 +253,7 @@ class Trainer:
         self._next_eval = spec.validation.every_rows or None
         self._best: tuple[float, dict] | None = None
         self._bad_evals = 0
+        self._holdout_cache: list | bool | None = None
         self.stopped_early = False
 
     @staticmethod
@@ -264,6 +272,7 @@ class Trainer:
         out_dir.mkdir(parents=True, exist_ok=True)
         cache = self._make_cache(out_dir)
         self._start = time.perf_counter()
+        self._initial_states = [b.state_dict() for b in self.pipeline.builders]
         try:
             for epoch in range(spec.learner.epochs):
                 self.epoch = epoch
@@ -318,11 +327,15 @@ class Trainer:
         if epoch > 0 and cache is not None:
             yield from cache.replay()
             return
-        # Builders learn state (vocabularies, statistics) in the first pass only.
-        training = epoch == 0
+        if epoch > 0:
+            # Without a cache, later epochs rebuild the rows exactly as the first did: builder
+            # state (running statistics, causal histories) restarts from where it started, and
+            # every key maps to the id it got then. Cache on or off gives the same model.
+            for b, state in zip(self.pipeline.builders, self._initial_states, strict=True):
+                b.load_state_dict(state)
         for batch, pos in self.source.batches(columns=self.columns):
             y = extract_target(batch, self.spec.target, self.spec.task, pos)
-            chunk = self.pipeline.transform(batch, training=training)
+            chunk = self.pipeline.transform(batch, training=True)
             if epoch == 0:
                 self.rows_read += batch.num_rows
             if cache is not None:
@@ -392,7 +405,7 @@ class Trainer:
         val = self.spec.validation
         if val.source is not None:
             self.learner.check_finite()
-            scores = self.model.evaluate(val.source)
+            scores = self.model.evaluate(self._holdout(kind))
             for name, v in scores.items():
                 if name != "rows":
                     rec["holdout_" + name] = v
@@ -400,6 +413,29 @@ class Trainer:
         self.history.append(rec)
         if self.progress:
             self.progress({**self._progress_event(time.perf_counter()), "record": rec})
+
+    def _holdout(self, kind: str) -> SourceConfig | list[tuple[CSRChunk, np.ndarray]]:
+        """The holdout source, or its built chunks kept in memory once features are final.
+
+        At the end of the first epoch every vocabulary and statistic is complete and never
+        changes again, so the holdout is built once then (if it has at most
+        `validation.cache_rows` rows) and reused by every later evaluation.
+        """
+        val = self.spec.validation
+        if isinstance(self._holdout_cache, list):
+            return self._holdout_cache
+        if kind != "epoch" or self._holdout_cache is False:
+            return val.source
+        if self._holdout_cache is None:
+            chunks, rows = [], 0
+            for chunk, y in self.model.holdout_chunks(val.source):
+                rows += chunk.n_rows
+                if rows > val.cache_rows:
+                    self._holdout_cache = False
+                    return val.source
+                chunks.append((chunk, y))
+            self._holdout_cache = chunks
+        return self._holdout_cache
 
     def _early_stopping(self, value: float) -> None:
         higher = make_metric(self.spec.validation.metric).higher_is_better

@@ -53,6 +53,11 @@ class ValidationConfig(StrictModel):
         0, ge=0, description="stop after this many evaluations without improvement (0: never)"
     )
     restore_best: bool = Field(True, description="keep the model of the best evaluation")
+    cache_rows: int = Field(
+        2_000_000,
+        ge=0,
+        description="keep the built holdout in memory when it has at most this many rows",
+    )
 
 
 class OutputConfig(StrictModel):
@@ -140,6 +145,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
+        value = raw
+    # Only explicit [..] / {..} make lists and mappings: "-" (stdin) or "a: b" stay text.
+    if isinstance(value, list | dict) and not raw.strip().startswith(("[", "{")):
         value = raw
     node: Any = data
     for i, key in enumerate(keys[:-1]):

@@ -129,6 +129,26 @@ def _parse_number(buf: np.ndarray, i: int, n: int) -> tuple[float, int]:
     return (-value if neg else value), i
 
 
+@njit(cache=True, inline="always")
+def _parse_plain(buf: np.ndarray, i: int, n: int) -> tuple[float, int]:
+    """Fast path of `_parse_number` for a whole token of at most 15 digits (exact in float64).
+
+    Such tokens ("1", "4", "17") are most libFM labels and values; end -1 sends the caller to
+    the general parser.
+    """
+    m = np.int64(0)
+    j = i
+    while j < n and j - i < 15:
+        d = np.int64(buf[j]) - 48
+        if d < 0 or d > 9:
+            break
+        m = m * 10 + d
+        j += 1
+    if j == i or (j < n and not _ends_token(buf[j])):
+        return 0.0, -1
+    return float(m), j
+
+
 @njit(cache=True)
 def _parse_int(buf: np.ndarray, i: int, n: int, signed: bool) -> tuple[np.int64, int]:
     """Decimal integer at buf[i:] (at most 18 digits): (value, end), end -1 if malformed."""
@@ -196,11 +216,13 @@ def _parse_block(buf: np.ndarray) -> tuple:
             while i < n and buf[i] != 10:
                 i += 1
             continue
-        v, j = _parse_number(buf, i, n)
-        if j < 0 or (j < n and not _ends_token(buf[j])):
-            err = _BAD_LABEL
-            err_at = i
-            break
+        v, j = _parse_plain(buf, i, n)
+        if j < 0:
+            v, j = _parse_number(buf, i, n)
+            if j < 0 or (j < n and not _ends_token(buf[j])):
+                err = _BAD_LABEL
+                err_at = i
+                break
         labels[r] = v
         qids[r] = -1
         i = j
@@ -228,16 +250,26 @@ def _parse_block(buf: np.ndarray) -> tuple:
                 qids[r] = q
                 i = j
                 continue
-            k, j = _parse_int(buf, i, n, False)
-            if j < 0 or j >= n or buf[j] != 58:
+            # The feature index, inline: this is the hot path of every line.
+            k = np.int64(0)
+            j = i
+            while j < n:
+                d = np.int64(buf[j]) - 48
+                if d < 0 or d > 9:
+                    break
+                k = k * 10 + d
+                j += 1
+            if j == i or j - i > _MAX_DIGITS or j >= n or buf[j] != 58:
                 err = _BAD_FEATURE
                 err_at = i
                 break
-            v, j2 = _parse_number(buf, j + 1, n)
-            if j2 < 0 or (j2 < n and not _ends_token(buf[j2])):
-                err = _BAD_FEATURE
-                err_at = i
-                break
+            v, j2 = _parse_plain(buf, j + 1, n)
+            if j2 < 0:
+                v, j2 = _parse_number(buf, j + 1, n)
+                if j2 < 0 or (j2 < n and not _ends_token(buf[j2])):
+                    err = _BAD_FEATURE
+                    err_at = i
+                    break
             idx[nnz] = k
             val[nnz] = v
             nnz += 1

@@ -1,0 +1,206 @@
+"""The training loop end to end (Python API): determinism, formats, validation, outputs."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+import streamfm
+from streamfm.datasets import make_event_log
+from streamfm.errors import DataError
+from streamfm.persist import load_arrays
+from streamfm.pipeline import TrainedModel, train
+from streamfm.spec import parse_spec
+
+FEATURES = [
+    {"type": "categorical", "columns": ["user"]},
+    {"type": "categorical", "columns": ["item"]},
+    {"type": "numeric", "columns": ["hour"], "transform": "standardize"},
+    {"type": "categorical", "columns": ["user", "dow"], "hash_bits": 8, "name": "user_dow"},
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("events")
+    events, _items = make_event_log(n_users=150, n_items=80, n_events=6_000, seed=3)
+    ts = events["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    table = events.append_column("hour", pa.array((ts // 3600) % 24, pa.int64()))
+    table = table.append_column("dow", pa.array((ts // 86400) % 7, pa.int64())).drop(["timestamp"])
+    train_t, test_t = table.slice(0, 5_000), table.slice(5_000)
+    pq.write_table(train_t, folder / "train.parquet", row_group_size=1_000)
+    pq.write_table(test_t, folder / "test.parquet")
+    pacsv.write_csv(train_t, folder / "train.csv")
+    with open(folder / "train.jsonl", "w") as f:
+        for row in train_t.to_pylist():
+            f.write(json.dumps(row) + "\n")
+    return folder
+
+
+def make_spec(data, tmp_path, **changes):
+    spec = {
+        "source": {"path": str(data / "train.parquet")},
+        "target": "rating",
+        "features": FEATURES,
+        "model": {"k": 4, "seed": 1},
+        "learner": {"optimizer": "adagrad", "learning_rate": 0.05, "epochs": 3},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            spec[section] = {**spec.get(section, {}), name: value}
+        else:
+            spec[key] = value
+    return parse_spec(spec)
+
+
+def arrays_of(result):
+    return load_arrays(result.model_path)[1]
+
+
+def assert_same_model(a, b):
+    A, B = arrays_of(a), arrays_of(b)
+    assert A.keys() == B.keys()
+    for k in A:
+        np.testing.assert_array_equal(A[k], B[k], err_msg=k)
+
+
+def test_batch_size_does_not_change_the_model(data, tmp_path):
+    small = train(
+        make_spec(
+            data, tmp_path / "a", source={"path": str(data / "train.parquet"), "batch_size": 7}
+        )
+    )
+    large = train(
+        make_spec(
+            data, tmp_path / "b", source={"path": str(data / "train.parquet"), "batch_size": 10_000}
+        )
+    )
+    assert_same_model(small, large)
+
+
+def test_chunk_cache_on_or_off_gives_the_same_model(data, tmp_path):
+    on = train(make_spec(data, tmp_path / "a", cache__enabled=True))
+    off = train(make_spec(data, tmp_path / "b", cache__enabled=False))
+    assert_same_model(on, off)
+    assert not list((tmp_path / "a" / "out").glob(".chunks-*")), "the cache file is removed"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_every_format_gives_the_same_model(data, tmp_path, fmt):
+    ref = train(make_spec(data, tmp_path / "p"))
+    other = train(
+        make_spec(
+            data, tmp_path / fmt, source={"path": str(data / f"train.{fmt}"), "batch_size": 999}
+        )
+    )
+    assert_same_model(ref, other)
+
+
+def test_shuffle_window_is_seeded_and_batch_size_independent(data, tmp_path):
+    def run(name, batch, seed=1):
+        return train(
+            make_spec(
+                data,
+                tmp_path / name,
+                source={"path": str(data / "train.parquet"), "batch_size": batch},
+                learner={
+                    "optimizer": "adagrad",
+                    "learning_rate": 0.05,
+                    "epochs": 2,
+                    "shuffle_buffer": 700,
+                },
+                model={"k": 4, "seed": seed},
+            )
+        )
+
+    a, b = run("a", 64), run("b", 5_000)
+    assert_same_model(a, b)
+    plain = train(
+        make_spec(
+            data,
+            tmp_path / "c",
+            learner={"optimizer": "adagrad", "learning_rate": 0.05, "epochs": 2},
+        )
+    )
+    assert not np.array_equal(arrays_of(a)["V"], arrays_of(plain)["V"])
+
+
+def test_learns_and_validates(data, tmp_path):
+    spec = make_spec(data, tmp_path, validation={"source": {"path": str(data / "test.parquet")}})
+    result = train(spec)
+    history = result.history
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    test = pq.read_table(data / "test.parquet")
+    y = test["rating"].to_numpy()
+    baseline = np.sqrt(
+        np.mean((y - pq.read_table(data / "train.parquet")["rating"].to_numpy().mean()) ** 2)
+    )
+    assert history[-1]["holdout_rmse"] < 0.97 * baseline
+    # The saved model predicts raw rows exactly as evaluated.
+    model = streamfm.load_model(result.model_path)
+    assert isinstance(model, TrainedModel)
+    pred = model.predict_table(test)
+    assert np.sqrt(np.mean((pred - y) ** 2)) == pytest.approx(history[-1]["holdout_rmse"], rel=1e-9)
+    out = spec.output_dir()
+    assert json.loads((out / "metrics.json").read_text()) == history
+    assert (
+        (out / "metrics.csv")
+        .read_text()
+        .splitlines()[0]
+        .startswith("kind,epoch,rows,seconds,rmse,mae")
+    )
+
+
+def test_early_stopping_keeps_the_best_model(data, tmp_path):
+    spec = make_spec(
+        data,
+        tmp_path,
+        learner={"optimizer": "sgd", "learning_rate": 0.08, "epochs": 30, "reg_factors": 0.0},
+        model={"k": 16, "init_std": 0.3, "seed": 1},
+        validation={
+            "source": {"path": str(data / "test.parquet")},
+            "every_rows": 2_500,
+            "patience": 3,
+        },
+    )
+    result = train(spec)
+    assert result.summary["stopped_early"]
+    best = min(r["holdout_rmse"] for r in result.history)
+    scores = result.model.evaluate(result.model.source_config(str(data / "test.parquet")))
+    assert scores["rmse"] == pytest.approx(best, rel=1e-9)
+    assert result.summary["best_rmse"] == best
+
+
+def test_classification_with_positive_values(data, tmp_path):
+    spec = make_spec(
+        data,
+        tmp_path,
+        task="classification",
+        target={"column": "rating", "positive": [4, 5]},
+        validation={"source": {"path": str(data / "test.parquet")}},
+    )
+    result = train(spec)
+    last = result.history[-1]
+    assert {"logloss", "auc", "accuracy", "holdout_auc"} <= set(last)
+    assert last["holdout_auc"] > 0.7
+    pred = result.model.predict_table(pq.read_table(data / "test.parquet"))
+    assert ((pred > 0) & (pred < 1)).all()
+
+
+def test_bad_labels_and_targets_name_file_and_row(data, tmp_path):
+    spec = make_spec(data, tmp_path, task="classification")
+    with pytest.raises(
+        DataError, match=r"train.parquet, row 1, column 'rating': classification labels"
+    ):
+        train(spec)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,hour,dow,rating\na,b,1,2,3.0\na,c,1,2,\n")
+    with pytest.raises(DataError, match=r"bad.csv, row 2, column 'rating': the target is missing"):
+        train(make_spec(data, tmp_path, source={"path": str(bad)}))
+    with pytest.raises(DataError, match="target column 'stars' is not in the data|stars"):
+        train(make_spec(data, tmp_path, target="stars"))
