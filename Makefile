@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	test -f data/events/train.parquet || $(BIN)/python examples/generate_events.py data/events
+	$(BIN)/streamfm train examples/events.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

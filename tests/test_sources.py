@@ -660,15 +660,16 @@ def test_resume_checks_its_file(tmp_path):
 STDIN_SCRIPT = """
 import json, sys
 from streamfm.config import SourceConfig
-from streamfm.sources import open_source
+from streamfm.sources import Position, open_source
 src = open_source(SourceConfig(path="-", format=sys.argv[1], batch_size=2))
 if sys.argv[2] == "peek":
     print(json.dumps(src.schema().names))
-rows, last = [], None
-for batch, pos in src.batches():
+start = Position.from_dict(json.loads(sys.argv[3])) if len(sys.argv) > 3 else None
+rows, positions = [], []
+for batch, pos in src.batches(start=start):
     rows.extend(batch.to_pylist())
-    last = pos.to_dict()
-print(json.dumps({"rows": rows, "last": last}))
+    positions.append(pos.to_dict())
+print(json.dumps({"rows": rows, "last": positions[-1], "positions": positions}))
 """
 
 
@@ -701,3 +702,24 @@ def test_stdin(fmt, data, rows, peek):
     if fmt == "libfm":
         assert [r["label"] for r in result["rows"]] == [1.0, -1.0, 1.0, 3.5, 1e-3, -0.25]
         assert result["last"]["offset"] == len(data)
+
+
+@pytest.mark.parametrize(
+    "fmt, data", [("csv", CSV_TEXT.encode()), ("libfm", LIBFM_TEXT), ("jsonl", JSONL_TEXT)]
+)
+def test_stdin_resume(fmt, data):
+    def run(*args):
+        out = subprocess.run(
+            [sys.executable, "-c", STDIN_SCRIPT, fmt, "no", *args],
+            input=data,
+            capture_output=True,
+            check=True,
+            cwd=ROOT,
+        )
+        return json.loads(out.stdout.decode().splitlines()[-1])
+
+    full = run()
+    for k, pos in enumerate(full["positions"][:-1]):
+        rest = run(json.dumps(pos))
+        assert rest["rows"] == full["rows"][2 * (k + 1) :]
+        assert rest["last"] == full["last"]
