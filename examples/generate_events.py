@@ -10,7 +10,9 @@ import argparse
 
 from streamfm.datasets import write_event_log
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
 parser.add_argument("out", help="output folder")
 parser.add_argument("--events", type=int, default=1_000_000)
 parser.add_argument("--users", type=int, default=20_000)

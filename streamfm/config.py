@@ -43,7 +43,7 @@ SourceFormat = Literal["parquet", "csv", "libfm", "jsonl"]
 class SourceConfig(StrictModel):
     """Where rows come from: a file, a glob, a folder, a list of those, or '-' for standard input."""
 
-    path: str | list[str]
+    path: str | list[str] = Field(description="file, glob (sorted), folder (recursive), list, or -")
     format: SourceFormat | None = Field(
         None, description="inferred from the file extension when omitted"
     )
@@ -78,8 +78,10 @@ class GroupRegularization(StrictModel):
 class LearnerConfig(StrictModel):
     """Per-case stochastic gradient learner (plain SGD as in libFM, or per-coordinate AdaGrad)."""
 
-    optimizer: Literal["sgd", "adagrad"] = "sgd"
-    learning_rate: float = Field(0.01, gt=0.0)
+    optimizer: Literal["sgd", "adagrad"] = Field(
+        "sgd", description="sgd: libFM's per-case SGD; adagrad: per-coordinate step sizes"
+    )
+    learning_rate: float = Field(0.01, gt=0.0, description="sgd: ~0.01; adagrad: ~0.1")
     schedule: Literal["constant", "invscaling"] = Field(
         "constant",
         description="invscaling: lr_t = learning_rate / (1 + decay * t) ** power_t, t = cases seen",

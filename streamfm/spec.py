@@ -31,7 +31,7 @@ CLASSIFICATION_METRICS = ("logloss", "auc", "accuracy")
 class TargetConfig(StrictModel):
     """The column to learn; for classification, which values mean class 1."""
 
-    column: str
+    column: str = Field(description="name of the target column (libFM files: label)")
     positive: list[str | int | float | bool] | None = Field(
         None,
         description="classification: values that mean class 1 (all others 0); default: "
@@ -79,9 +79,14 @@ class Spec(StrictModel):
     """The whole spec.yaml."""
 
     source: SourceConfig
-    task: Literal["regression", "classification"] = "regression"
-    target: TargetConfig | None = None
-    features: list[dict[str, Any]] = Field(default_factory=list)
+    task: Literal["regression", "classification"] = Field(
+        "regression", description="regression: squared loss; classification: logistic loss"
+    )
+    target: TargetConfig | None = Field(None, description="a column name, or {column, positive}")
+    features: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="feature builders, each {type: ..., ...} (libFM sources default to [libfm])",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     groups: dict[str, GroupRegularization] = Field(
