@@ -155,8 +155,8 @@ class FeatureSpace:
             name = builders[g].reserved_name(fid - base) if builders else str(fid - base)
             return self.groups[g], name
         ids = self._vocab_ids[g]
-        idx = int(np.searchsorted(np.asarray(ids), fid))
-        return self.groups[g], str(self._vocab_keys[g][idx])
+        key = self._vocab_keys[g][int(np.searchsorted(np.asarray(ids), fid))]
+        return self.groups[g], builders[g].key_name(key) if builders else str(key)
 
     # --- state
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -79,3 +79,41 @@ def flatten_list(col: pa.Array) -> tuple[np.ndarray, pa.Array]:
         indptr = np.zeros(len(col) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
     return indptr, flat
+
+
+def ragged_block_parts(
+    indptr: np.ndarray, keys: pa.Array, weights: np.ndarray | None, normalize: str
+) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """Rows of several keys each -> (indptr, keys, values) with duplicates merged per row
+    (kept at their first occurrence; weights summed, or 1 when unweighted) and values normalised per row:
+    'none', 'mean' (1/n) or 'sqrt' (1/sqrt(n)), n = number of distinct keys in the row."""
+    n_rows = len(indptr) - 1
+    counts = np.diff(indptr)
+    w = np.ones(len(keys)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(keys):
+        row_of = np.repeat(np.arange(n_rows), counts)
+        enc = pc.dictionary_encode(keys)
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        pair = row_of * (len(enc.dictionary) + 1) + codes
+        _, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
+        if len(first) < len(pair):
+            order = np.argsort(first, kind="stable")  # back to stream order
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            # Unweighted: a repeated value is still 1; weighted: the weights add up.
+            w = (
+                np.ones(len(order))
+                if weights is None
+                else np.bincount(rank[inverse.ravel()], weights=w, minlength=len(order))
+            )
+            kept = first[order]
+            keys = keys.take(pa.array(kept))
+            counts = np.bincount(row_of[kept], minlength=n_rows)
+            indptr = np.zeros(n_rows + 1, dtype=np.int64)
+            np.cumsum(counts, out=indptr[1:])
+    if normalize != "none":
+        scale = np.zeros(n_rows)
+        nz = counts > 0
+        scale[nz] = 1.0 / (counts[nz] if normalize == "mean" else np.sqrt(counts[nz]))
+        w = w * np.repeat(scale, counts)
+    return np.asarray(indptr, dtype=np.int64), keys, w.astype(np.float32)

@@ -101,8 +101,13 @@ class FeatureBuilder:
         """Human-readable name of reserved id `offset` (for inspect and explanations)."""
         return f"{self.name}[{offset}]"
 
+    def key_name(self, key: Any) -> str:
+        """Human-readable name of a key this builder emitted (default: the key itself)."""
+        return str(key)
+
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state (empty for stateless builders)."""
+        """A snapshot of the state: JSON-able values and numpy arrays (copies, not views of
+        live state). Empty for stateless builders."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -112,8 +117,39 @@ class FeatureBuilder:
 _BUILTINS: dict[str, str] = {
     "categorical": "streamfm.features.categorical:CategoricalBuilder",
     "numeric": "streamfm.features.numeric:NumericBuilder",
+    "set": "streamfm.features.sets:SetBuilder",
+    "implicit": "streamfm.features.implicit:ImplicitBuilder",
+    "time": "streamfm.features.time:TimeBuilder",
+    "join": "streamfm.features.join:JoinBuilder",
     "libfm": "streamfm.features.libfm:LibFMBuilder",
 }
+
+
+def _mf_preset(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """`mf`: biased matrix factorization = one-hot user + one-hot item (two feature groups)."""
+    spec = dict(spec)
+    user, item = spec.pop("user", "user"), spec.pop("item", "item")
+    if spec:
+        raise SpecError(f"feature preset 'mf': unknown keys {sorted(spec)}; it takes user and item")
+    return [
+        {"type": "categorical", "columns": [user], "name": user},
+        {"type": "categorical", "columns": [item], "name": item},
+    ]
+
+
+PRESETS = {"mf": _mf_preset}
+
+
+def expand_presets(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace preset entries (e.g. `{type: mf, user: u, item: i}`) by the builders they stand for."""
+    out: list[dict[str, Any]] = []
+    for spec in specs:
+        preset = PRESETS.get(spec.get("type")) if isinstance(spec, dict) else None
+        if preset is None:
+            out.append(spec)
+        else:
+            out.extend(preset({k: v for k, v in spec.items() if k != "type"}))
+    return out
 
 
 def register_builtin(kind: str, target: str) -> None:
@@ -166,9 +202,14 @@ def make_builder(spec: dict[str, Any], index: int) -> FeatureBuilder:
 
 
 def _default_name(kind: str, spec: dict[str, Any], index: int) -> str:
+    """A builder's group name when the spec gives none: its columns, or its kind and key."""
+    short = kind.split(":")[-1]
+    if spec.get("key"):
+        return f"{short}_{spec['key']}"
     cols = spec.get("columns") or spec.get("column")
     if isinstance(cols, str):
-        return cols
+        cols = [cols]
     if isinstance(cols, list) and cols:
-        return "_x_".join(map(str, cols))
-    return f"{kind.split(':')[-1]}{index}"
+        name = "_x_".join(map(str, cols))
+        return name if short in ("categorical", "numeric", "set") else f"{short}_{name}"
+    return f"{short}{index}"

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from streamfm.csr import CSRChunk
 from streamfm.errors import SpecError
-from streamfm.features.base import FeatureBuilder, make_builder
+from streamfm.features.base import FeatureBuilder, expand_presets, make_builder
 from streamfm.space import FeatureSpace
 
 
@@ -34,8 +34,8 @@ class FeaturePipeline:
 
     @classmethod
     def from_specs(cls, specs: list[dict[str, Any]]) -> FeaturePipeline:
-        """Builders from the spec's `features` list (mappings with a `type`)."""
-        return cls([make_builder(s, i) for i, s in enumerate(specs)])
+        """Builders from the spec's `features` list (mappings with a `type`; presets expanded)."""
+        return cls([make_builder(s, i) for i, s in enumerate(expand_presets(specs))])
 
     def columns(self) -> list[str]:
         """Every input column any builder reads, in first-use order."""
@@ -55,14 +55,24 @@ class FeaturePipeline:
         return self.space.id_group[start:stop]
 
     def feature_name(self, fid: int) -> str:
-        """'group=key' name of global id `fid`."""
-        group, key = self.space.describe(fid, self.builders)
-        return f"{group}={key}"
+        """Readable name of global id `fid`: 'group=key' for keyed features; a reserved
+        feature's own name (e.g. a numeric column), prefixed by its group unless it starts so."""
+        g = int(self.space.id_group[fid])
+        group, name = self.space.describe(fid, self.builders)
+        base, size = self.space.reserved[g]
+        if base <= fid < base + size:
+            return name if name.startswith(group) else f"{group}:{name}"
+        return f"{group}={name}"
 
     # --- state
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able meta, arrays): the space and every builder's state. numpy arrays inside a
+        builder's state are stored as arrays (not JSON), referenced by name from the meta."""
         meta, arrays = self.space.state()
-        meta["builders"] = [b.state_dict() for b in self.builders]
+        meta["builders"] = [
+            _split_arrays(b.state_dict(), f"builder{i}", arrays)
+            for i, b in enumerate(self.builders)
+        ]
         return meta, arrays
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -73,4 +83,28 @@ class FeaturePipeline:
                 f"{[b.name for b in self.builders]}"
             )
         for b, s in zip(self.builders, meta["builders"], strict=True):
-            b.load_state_dict(s)
+            b.load_state_dict(_join_arrays(s, arrays))
+
+
+def _split_arrays(state: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    """Replace numpy arrays in a nested state by {"__array__": name}, moving them to `arrays`."""
+    if isinstance(state, np.ndarray):
+        name = f"{prefix}/{len(arrays)}"
+        arrays[name] = state
+        return {"__array__": name}
+    if isinstance(state, dict):
+        return {k: _split_arrays(v, prefix, arrays) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return [_split_arrays(v, prefix, arrays) for v in state]
+    return state
+
+
+def _join_arrays(state: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Inverse of `_split_arrays`."""
+    if isinstance(state, dict):
+        if set(state) == {"__array__"}:
+            return arrays[state["__array__"]]
+        return {k: _join_arrays(v, arrays) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_join_arrays(v, arrays) for v in state]
+    return state
