@@ -175,7 +175,7 @@ def test_missing_column_names_the_builder():
     [
         (
             {"type": "categorical"},
-            r"features\[0\] \(categorical 'categorical0'\): columns: required",
+            r"features\[0\] \(categorical 'categorical'\): columns: required",
         ),
         (
             {"type": "categorical", "columns": ["a"], "hash_bit": 3},

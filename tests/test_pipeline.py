@@ -204,3 +204,88 @@ def test_bad_labels_and_targets_name_file_and_row(data, tmp_path):
         train(make_spec(data, tmp_path, source={"path": str(bad)}))
     with pytest.raises(DataError, match="target column 'stars' is not in the data|stars"):
         train(make_spec(data, tmp_path, target="stars"))
+
+
+def test_a_spec_with_every_builtin_builder(tmp_path):
+    from streamfm.datasets import write_event_log
+    from streamfm.features.base import available_builders
+
+    paths = write_event_log(tmp_path / "ev", n_users=120, n_items=70, n_events=5_000, seed=4)
+    # Add a libFM-style list column pair so the libfm builder has something to read.
+    for name in ("train", "test"):
+        t = pq.read_table(paths[name])
+        n = t.num_rows
+        idx = pa.array([[int(i) % 5, 10 + int(i) % 3] for i in range(n)], pa.list_(pa.int64()))
+        val = pa.array([[1.0, 0.5]] * n, pa.list_(pa.float32()))
+        pq.write_table(t.append_column("idx", idx).append_column("val", val), paths[name])
+    features = [
+        {"type": "mf", "user": "user", "item": "item"},
+        {"type": "categorical", "columns": ["user", "item"], "hash_bits": 10, "name": "pair"},
+        {"type": "numeric", "columns": ["timestamp"], "transform": "standardize", "name": "trend"},
+        {"type": "implicit", "key": "user", "items": "item", "max_items": 50},
+        {"type": "implicit", "key": "item", "items": "user", "max_items": 50},
+        {"type": "time", "column": "timestamp", "encodings": ["weekday", "bin"], "bin_days": 30},
+        {
+            "type": "time",
+            "column": "timestamp",
+            "encodings": ["day"],
+            "cross": ["user"],
+            "name": "user_day",
+        },
+        {
+            "type": "join",
+            "key": "item",
+            "table": {"path": str(paths["items"])},
+            "features": [
+                {"type": "set", "column": "genres", "normalize": "sqrt"},
+                {"type": "numeric", "columns": ["year"], "transform": "standardize"},
+            ],
+        },
+        {"type": "libfm"},
+    ]
+    used = {f["type"] for f in features} | {f["type"] for f in features[7]["features"]}
+    assert used >= set(available_builders()) | {"mf"}
+
+    def run(name, batch_size):
+        spec = parse_spec(
+            {
+                "source": {"path": str(paths["train"]), "batch_size": batch_size},
+                "target": "rating",
+                "features": features,
+                "model": {"k": 4},
+                "learner": {"optimizer": "adagrad", "learning_rate": 0.05, "epochs": 2},
+                "validation": {"source": {"path": str(paths["test"])}},
+                "output": {"dir": str(tmp_path / name)},
+            }
+        )
+        return train(spec)
+
+    a, b = run("a", 333), run("b", 4_096)
+    assert_same_model(a, b)
+    model = streamfm.load_model(a.model_path)
+    test = pq.read_table(paths["test"])
+    y = test["rating"].to_numpy()
+    pred = model.predict_table(test)
+    # The saved model is the best evaluation's (validation.restore_best).
+    best = min(r["holdout_rmse"] for r in a.history)
+    assert a.summary["best_rmse"] == best
+    assert np.sqrt(np.mean((pred - y) ** 2)) == pytest.approx(best, rel=1e-9)
+    baseline = np.sqrt(
+        np.mean((y - pq.read_table(paths["train"])["rating"].to_numpy().mean()) ** 2)
+    )
+    assert best < baseline
+    from streamfm.inspect import describe
+
+    groups = {g["name"] for g in describe(a.model_path)["groups"]}
+    assert {
+        "user",
+        "item",
+        "pair",
+        "trend",
+        "implicit_user",
+        "implicit_item",
+        "time_timestamp",
+        "user_day",
+        "join_item",
+        "libfm",
+    } == groups

@@ -191,7 +191,7 @@ def make_builder(spec: dict[str, Any], index: int) -> FeatureBuilder:
     if not kind:
         raise SpecError(f"{where}: missing key 'type' (e.g. categorical, numeric, libfm)")
     cls = resolve_builder(str(kind))
-    name = spec.pop("name", None) or _default_name(kind, spec, index)
+    name = spec.pop("name", None) or _default_name(kind, spec)
     try:
         params = cls.Params(**spec)
     except ValidationError as exc:
@@ -201,7 +201,7 @@ def make_builder(spec: dict[str, Any], index: int) -> FeatureBuilder:
     return cls(str(name), params)
 
 
-def _default_name(kind: str, spec: dict[str, Any], index: int) -> str:
+def _default_name(kind: str, spec: dict[str, Any]) -> str:
     """A builder's group name when the spec gives none: its columns, or its kind and key."""
     short = kind.split(":")[-1]
     if spec.get("key"):
@@ -211,5 +211,5 @@ def _default_name(kind: str, spec: dict[str, Any], index: int) -> str:
         cols = [cols]
     if isinstance(cols, list) and cols:
         name = "_x_".join(map(str, cols))
-        return name if short in ("categorical", "numeric", "set") else f"{short}_{name}"
-    return f"{short}{index}"
+        return f"time_{name}" if short == "time" else name
+    return short
