@@ -73,17 +73,29 @@ SetOption = Annotated[
 def train(
     spec: Annotated[Path, typer.Argument(help="spec.yaml")],
     set_: SetOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest good checkpoint.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep learning from new files (source.follow).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a model as the spec says; writes the model and metric history to output.dir."""
     from streamfm.pipeline import train as run_train
     from streamfm.progress import ProgressPrinter
 
-    result = _run(lambda: run_train(spec, set_ or [], progress=ProgressPrinter(quiet=quiet)))
+    overrides = [*(set_ or []), *(["source.follow=true"] if follow else [])]
+    result = _run(
+        lambda: run_train(spec, overrides, progress=ProgressPrinter(quiet=quiet), resume=resume)
+    )
+    for note in result.summary.get("notes", []):
+        typer.echo(f"note: {note}", err=True)
     s = result.summary
     typer.echo(
-        f"trained {s['rows_learnt']:,} rows ({s['rows_read']:,} read, {s['epochs']} epoch(s)) in "
-        f"{s['seconds']:.2f} s, {s['rows_per_second'] or 0:,.0f} rows/s; {s['features']:,} features"
+        f"trained {s['rows_learnt']:,} rows ({s['rows_read']:,} read, {s['rows_skipped']:,} skipped, "
+        f"{s['rows_quarantined']:,} quarantined; {s['epochs']} epoch(s)) in {s['seconds']:.2f} s, "
+        f"{s['rows_per_second'] or 0:,.0f} rows/s; {s['features']:,} features"
     )
     last = result.history[-1] if result.history else {}
     shown = {k: v for k, v in last.items() if isinstance(v, float) and k != "seconds"}
@@ -92,6 +104,8 @@ def train(
     if s.get("stopped_early"):
         typer.echo("stopped early: the holdout metric stopped improving")
     typer.echo(f"model: {result.model_path}")
+    if s.get("interrupted"):
+        typer.echo(f"interrupted: resume with  streamfm train {spec} --resume")
 
 
 class OutFormat(str, Enum):

@@ -35,6 +35,17 @@ class CsvOptions(StrictModel):
         default_factory=dict,
         description="force a column's type, e.g. {user: string, rating: float32}",
     )
+    skip_lines: int = Field(
+        0,
+        ge=0,
+        description="lines to ignore at the start of every file, before the header (a title or "
+        "a comment); physical lines, blank ones included, quotes not looked at",
+    )
+    trim_whitespace: bool = Field(
+        False,
+        description="remove spaces and tabs around every field outside quotes, header included "
+        "(files written as 'a, b, c'); null_values then match the trimmed text",
+    )
 
 
 SourceFormat = Literal["parquet", "csv", "libfm", "jsonl"]
@@ -49,6 +60,22 @@ class SourceConfig(StrictModel):
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
     batch_size: int = Field(65536, gt=0, description="rows per batch (at most)")
+    on_bad_rows: Literal["fail", "skip", "quarantine"] = Field(
+        "fail",
+        description="a malformed row: stop with file/row/reason, skip it (counted), or skip it and "
+        "write it with the reason to output.quarantine",
+    )
+    follow: bool = Field(
+        False,
+        description="after the files present, keep watching path (a folder or glob) and learn "
+        "each new complete file once (continual learning)",
+    )
+    poll_seconds: float = Field(1.0, gt=0, description="follow: how often to look for new files")
+    idle_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="follow: stop after this many seconds without a new file (null: never)",
+    )
 
     @field_validator("path")
     @classmethod

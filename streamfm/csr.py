@@ -64,6 +64,10 @@ def to_chunk(X, *, name: str = "X") -> tuple[CSRChunk, int]:
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()
+    if csr.nnz and int(csr.indices.min()) < 0:
+        bad = int(np.argmin(csr.indices))
+        row = int(np.searchsorted(csr.indptr, bad, side="right") - 1)
+        raise DataError(f"{name} has a negative column index", row=row, value=int(csr.indices[bad]))
     values = np.asarray(csr.data, dtype=np.float32)
     if not np.isfinite(values).all():
         bad = int(np.flatnonzero(~np.isfinite(values))[0])

@@ -106,7 +106,7 @@ def load_model(path: str | os.PathLike):
 
         return getattr(estimators, kind)._from_saved(meta, arrays)
     if kind == "pipeline":
-        from streamfm.pipeline import TrainedModel
+        from streamfm.trained import TrainedModel
 
         return TrainedModel._from_saved(meta, arrays, path)
     raise CheckpointError(f"{path}: unknown model kind {kind!r}")

@@ -1,13 +1,17 @@
-"""Training, prediction and evaluation loops: source -> feature pipeline -> learner, chunk by chunk.
+"""The training loop: source -> feature pipeline -> learner, chunk by chunk, resumable.
 
-Memory stays bounded: one source batch (plus a shuffle window) is in flight at a time; the chunk
-cache lives on disk.
+Memory stays bounded: one source batch (plus a shuffle window) is in flight; the chunk cache lives
+on disk. Every piece of state that decides the next update is checkpointed, so a run killed at
+any moment and resumed ends bit-for-bit where an uninterrupted run ends.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,200 +19,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from streamfm.badrows import BadRows
+from streamfm.checkpoint import Checkpointer
 from streamfm.chunks import ChunkCache, ShuffleWindow
 from streamfm.config import GroupRegularization, SourceConfig
 from streamfm.csr import CSRChunk
-from streamfm.errors import DataError, SpecError
-from streamfm.features.arrow import as_float, as_string_keys
+from streamfm.errors import CheckpointError, SpecError
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.learners.sgd import SGDLearner
 from streamfm.metrics import Metric, make_metric
 from streamfm.model import FMParams
-from streamfm.persist import load_arrays, save_arrays
-from streamfm.sources import Position, open_source
-from streamfm.spec import Spec, TargetConfig, load_spec, parse_spec
+from streamfm.spec import Spec, load_spec
+from streamfm.state import join_arrays, split_arrays
+from streamfm.stream import STDIN, FileStream
+from streamfm.trained import TrainedModel, clean_batch, extract_target
+
+__all__ = ["TrainResult", "Trainer", "TrainedModel", "extract_target", "train"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
-
-
-# --------------------------------------------------------------------------------------------
-# targets
-
-
-def extract_target(
-    batch: pa.RecordBatch, target: TargetConfig, task: str, pos: Position | None = None
-) -> np.ndarray:
-    """Targets of a batch as float64 (classification: 0/1). DataError names file, row and value."""
-    idx = batch.schema.get_field_index(target.column)
-    if idx < 0:
-        raise DataError(
-            f"the target column '{target.column}' is not in the data (columns: "
-            f"{', '.join(batch.schema.names)}); set target.column",
-            path=pos.path if pos else None,
-        )
-    col = batch.column(idx)
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
-
-    def fail(mask: np.ndarray, reason: str, values) -> None:
-        i = int(np.flatnonzero(mask)[0])
-        row = (pos.row - batch.num_rows + i + 1) if pos else i + 1
-        raise DataError(
-            reason, path=pos.path if pos else None, row=row, column=target.column, value=values[i]
-        )
-
-    if task == "classification" and target.positive is not None:
-        keys = as_string_keys(col)
-        if keys.null_count:
-            fail(
-                ~keys.is_valid().to_numpy(zero_copy_only=False),
-                "the target is missing",
-                [None] * len(keys),
-            )
-        positive = pa.array(
-            [str(v).lower() if isinstance(v, bool) else str(v) for v in target.positive]
-        )
-        return pc.is_in(keys, value_set=positive).to_numpy(zero_copy_only=False).astype(np.float64)
-    y = as_float(col, target.column, "target")
-    bad = ~np.isfinite(y)
-    if bad.any():
-        fail(bad, "the target is missing or not a finite number", y)
-    if task == "classification":
-        ok = (y == 0) | (y == 1) | (y == -1)
-        if not ok.all():
-            fail(
-                ~ok,
-                "classification labels must be 0/1, -1/+1 or true/false (or set target.positive)",
-                y,
-            )
-        y = (y == 1).astype(np.float64)
-    return y
-
-
-# --------------------------------------------------------------------------------------------
-# the trained model
-
-
-class TrainedModel:
-    """A model trained from a spec: feature pipeline (with its vocabularies) and FM parameters."""
-
-    def __init__(self, spec: Spec, pipeline: FeaturePipeline, learner: SGDLearner, history=None):
-        self.spec = spec
-        self.pipeline = pipeline
-        self.learner = learner
-        self.history: list[dict[str, Any]] = history or []
-        self.summary: dict[str, Any] = {}
-
-    @property
-    def task(self) -> str:
-        return self.spec.task
-
-    def transform(self, batch: pa.RecordBatch) -> CSRChunk:
-        """Design-matrix rows of `batch` (state frozen; unseen values contribute nothing)."""
-        return self.pipeline.transform(batch, training=False)
-
-    def predict_batch(self, batch: pa.RecordBatch) -> np.ndarray:
-        """Predictions for a RecordBatch: regression values, or P(class 1)."""
-        return self.learner.predict(self.transform(batch))
-
-    def predict_table(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
-        """Predictions for an in-memory table (any number of batches)."""
-        if isinstance(table, pa.RecordBatch):
-            return self.predict_batch(table)
-        parts = [self.predict_batch(b) for b in table.to_batches()]
-        return np.concatenate(parts) if parts else np.zeros(0)
-
-    def source_config(
-        self, path: str | list[str], fmt: str | None = None, batch_size: int | None = None
-    ) -> SourceConfig:
-        """A SourceConfig for new data read like the training data (same CSV options)."""
-        src = self.spec.source
-        return SourceConfig(
-            path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
-        )
-
-    def predict_source(
-        self, source: SourceConfig, keep_columns: list[str] | None = None
-    ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-        """Stream (kept columns, predictions) over a source, batch by batch."""
-        columns = list(dict.fromkeys([*self.pipeline.columns(), *(keep_columns or [])]))
-        for batch, _pos in open_source(source).batches(columns=columns):
-            kept = batch.select(keep_columns) if keep_columns else None
-            yield kept, self.predict_batch(batch)
-
-    def holdout_chunks(self, source: SourceConfig) -> Iterator[tuple[CSRChunk, np.ndarray]]:
-        """Built (chunk, target) pairs of a source holding the target column (state frozen)."""
-        columns = [*self.pipeline.columns(), self.spec.target.column]
-        for batch, pos in open_source(source).batches(columns=columns):
-            yield self.transform(batch), extract_target(batch, self.spec.target, self.task, pos)
-
-    def evaluate(
-        self,
-        source: SourceConfig | list[tuple[CSRChunk, np.ndarray]],
-        metrics: tuple[str, ...] | None = None,
-    ) -> dict[str, float]:
-        """Exact metrics on a source holding the target column (or on already built chunks)."""
-        names = metrics or self.spec.metric_names()
-        found = [make_metric(n, exact=True) for n in names]
-        chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
-        n = 0
-        for chunk, y in chunks:
-            pred = self.learner.predict(chunk)
-            for m in found:
-                m.update(y, pred)
-            n += chunk.n_rows
-        out = {m.name: float(m.value()) for m in found}
-        out["rows"] = n
-        return out
-
-    # --- persistence
-    def save(self, path: str | Path) -> None:
-        """One file: FM parameters, vocabularies and builder states, spec, metric history."""
-        pmeta, parrays = self.pipeline.state()
-        fm = self.learner.params
-        meta = {
-            "kind": "pipeline",
-            "spec": self.spec.model_dump(mode="json"),
-            "learner_state": self.learner.state(),
-            "pipeline": pmeta,
-            "model": {"k": fm.k, "n_features": fm.n_features, "adagrad": fm.adagrad},
-            "history": self.history,
-            "summary": self.summary,
-        }
-        save_arrays(path, meta, {**fm.arrays(), **parrays})
-
-    @classmethod
-    def _from_saved(cls, meta: dict, arrays: dict[str, np.ndarray], path=None) -> TrainedModel:
-        spec = parse_spec(meta["spec"], name=meta["spec"].get("name", "run"), origin=str(path))
-        pipeline = FeaturePipeline.from_specs(spec.features)
-        pipeline.load_state(meta["pipeline"], arrays)
-        fm = FMParams.from_arrays(
-            {k: v for k, v in arrays.items() if not k.startswith("space/")},
-            seed=spec.model.seed,
-            init_std=spec.model.init_std,
-            adagrad_init=spec.learner.adagrad_init,
-        )
-        learner = SGDLearner(spec.model, spec.learner, task=spec.task, params=fm)
-        learner.load_state(meta["learner_state"])
-        model = cls(spec, pipeline, learner, meta.get("history", []))
-        model.summary = meta.get("summary", {})
-        return model
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainedModel:
-        meta, arrays = load_arrays(path)
-        if meta.get("kind") != "pipeline":
-            raise SpecError(
-                f"{path} holds a {meta.get('kind')} saved by the Python API, not a trained spec"
-            )
-        return cls._from_saved(meta, arrays, path)
-
-
-# --------------------------------------------------------------------------------------------
-# training
+CHECKPOINT_FORMAT = "streamfm-checkpoint"
+# Spec sections that must not change between a checkpoint and its resumption: they decide what
+# the model is and how each update is made. Sources, validation, output may change.
+_FIXED_SECTIONS = ("task", "target", "features", "model", "learner", "groups", "cache")
 
 
 @dataclass
@@ -220,19 +53,23 @@ class TrainResult:
 
 
 class Trainer:
-    """One training run of a spec: epochs over the source, validation, early stopping, output."""
+    """One training run of a spec: epochs over the source, validation and early stopping,
+    checkpoints, and the final model and metric history."""
 
-    def __init__(self, spec: Spec, progress: ProgressFn | None = None) -> None:
+    def __init__(
+        self, spec: Spec, progress: ProgressFn | None = None, *, resume: bool = False
+    ) -> None:
         self.spec = spec
         self.progress = progress
-        self.source = open_source(spec.source)
+        self.resume = resume
+        self.out_dir = spec.output_dir()
         self.pipeline = FeaturePipeline.from_specs(spec.features)
         names = [b.name for b in self.pipeline.builders]
         self.learner = SGDLearner(
             spec.model,
             spec.learner,
             task=spec.task,
-            group_regularization=self._group_regs(names, spec.groups),
+            group_regularization=_group_regs(names, spec.groups),
         )
         for g, b in enumerate(self.pipeline.builders):
             p = b.params
@@ -242,115 +79,138 @@ class Trainer:
                 )
         self.columns = list(dict.fromkeys([*self.pipeline.columns(), spec.target.column]))
         self.model = TrainedModel(spec, self.pipeline, self.learner)
-        self.history: list[dict[str, Any]] = []
-        self.progressive: dict[str, Metric] = {}
+        self.checkpointer = Checkpointer(spec.checkpoint_dir(), spec.checkpoint.keep)
+        self.bad = BadRows(spec.source.on_bad_rows, self.out_dir / spec.output.quarantine)
+        self.cache = self._make_cache()
+        # Builders that rebuild epochs > 1 from the source when there is no cache: the main
+        # pipeline keeps the final state (for evaluation and the saved model).
+        self.replay: FeaturePipeline | None = None
+        # --- run state (all of it checkpointed)
+        self.epoch = 0
+        self.complete = False
+        self.stream_state: dict[str, Any] = {"done": [], "current": None}
+        self.replay_pos = {"chunks": 0, "bytes": 0}
         self.rows_read = 0
         self.rows_learnt = 0
-        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_value: float | None = None
+        self.best: dict[str, Any] | None = None
+        self.bad_evals = 0
+        self.stopped_early = False
+        self.next_eval = spec.validation.every_rows or None
+        self.progressive: dict[str, Metric] = self._metrics(window=None)
+        self.window: dict[str, Metric] = (
+            self._metrics(window=spec.output.window_rows) if spec.output.window_rows else {}
+        )
+        self.shuffle: ShuffleWindow | None = self._new_shuffle()
+        self.initial_states = [b.state_dict() for b in self.pipeline.builders]
+        # --- not checkpointed
         self._synced_ids = 0
+        self._holdout_cache: list | bool | None = None
+        self._stop = threading.Event()
         self._start = 0.0
         self._last_progress = 0.0
-        self._next_eval = spec.validation.every_rows or None
-        self._best: tuple[float, dict] | None = None
-        self._bad_evals = 0
-        self._holdout_cache: list | bool | None = None
-        self.stopped_early = False
+        self._last_ckpt_rows = 0
+        self._last_ckpt_time = 0.0
+        self.notes: list[str] = []
 
-    @staticmethod
-    def _group_regs(
-        names: list[str], groups: dict[str, GroupRegularization]
-    ) -> dict[int, GroupRegularization]:
-        unknown = sorted(set(groups) - set(names))
-        if unknown:
-            raise SpecError(f"groups: {unknown} name no feature builder (builders: {names})")
-        return {names.index(n): r for n, r in groups.items()}
+    # ----------------------------------------------------------------------------- set-up
+    def _metrics(self, window: int | None) -> dict[str, Metric]:
+        """Streaming metrics of the task (over the last `window` cases when given)."""
+        return {n: make_metric(n, exact=False, window=window) for n in self.spec.metric_names()}
 
-    # --- the loop
-    def run(self) -> TrainResult:
-        spec = self.spec
-        out_dir = spec.output_dir()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cache = self._make_cache(out_dir)
-        self._start = time.perf_counter()
-        self._initial_states = [b.state_dict() for b in self.pipeline.builders]
-        try:
-            for epoch in range(spec.learner.epochs):
-                self.epoch = epoch
-                self.progressive = {n: make_metric(n, exact=False) for n in spec.metric_names()}
-                for chunk, y in self._shuffled(self._epoch_chunks(epoch, cache), epoch):
-                    self._learn(chunk, y)
-                self._record(kind="epoch")
-                if self.stopped_early:
-                    break
-        finally:
-            if cache is not None:
-                cache.remove()
-        if self._best is not None and spec.validation.restore_best:
-            self._restore(self._best[1])
-        self.learner.check_finite()
-        seconds = time.perf_counter() - self._start
-        summary = {
-            "rows_read": self.rows_read,
-            "rows_learnt": self.rows_learnt,
-            "epochs": self.epoch + 1,
-            "seconds": round(seconds, 3),
-            "rows_per_second": round(self.rows_learnt / seconds, 1) if seconds > 0 else None,
-            "features": int(self.learner.params.n_features),
-            "stopped_early": self.stopped_early,
-            **{
-                f"progressive_{k}": v
-                for k, v in self.history[-1].items()
-                if k in spec.metric_names()
-            },
-        }
-        if self._best is not None:
-            summary["best_" + spec.validation.metric] = self._best[0]
-        self.model.history = self.history
-        self.model.summary = summary
-        model_path = out_dir / spec.output.model
-        self.model.save(model_path)
-        write_history(self.history, out_dir)
-        return TrainResult(self.model, model_path, self.history, summary)
-
-    def _make_cache(self, out_dir: Path) -> ChunkCache | None:
+    def _make_cache(self) -> ChunkCache | None:
         enabled = self.spec.cache.enabled
         if enabled is None:
             enabled = self.spec.learner.epochs > 1
-        if not enabled:
+        if not enabled or self.spec.learner.epochs == 1:
             return None
-        folder = Path(self.spec.cache.dir) if self.spec.cache.dir else out_dir
-        return ChunkCache(folder / f".chunks-{time.time_ns()}.npy")
+        folder = Path(self.spec.cache.dir) if self.spec.cache.dir else self.spec.checkpoint_dir()
+        return ChunkCache(folder / "chunks.npy")
 
-    def _epoch_chunks(
-        self, epoch: int, cache: ChunkCache | None
-    ) -> Iterator[tuple[CSRChunk, np.ndarray]]:
-        if epoch > 0 and cache is not None:
-            yield from cache.replay()
-            return
-        if epoch > 0:
-            # Without a cache, later epochs rebuild the rows exactly as the first did: builder
-            # state (running statistics, causal histories) restarts from where it started, and
-            # every key maps to the id it got then. Cache on or off gives the same model.
-            for b, state in zip(self.pipeline.builders, self._initial_states, strict=True):
-                b.load_state_dict(state)
-        for batch, pos in self.source.batches(columns=self.columns):
-            y = extract_target(batch, self.spec.target, self.spec.task, pos)
-            chunk = self.pipeline.transform(batch, training=True)
-            if epoch == 0:
-                self.rows_read += batch.num_rows
-            if cache is not None:
-                cache.append(chunk, y)
-            yield chunk, y
-
-    def _shuffled(self, chunks, epoch: int):
+    def _new_shuffle(self) -> ShuffleWindow | None:
         size = self.spec.learner.shuffle_buffer
-        if not size:
+        return ShuffleWindow(size, self.spec.model.seed, self.epoch) if size else None
+
+    def request_stop(self) -> None:
+        """Finish the current chunk, write a checkpoint and return (used by signal handlers)."""
+        self._stop.set()
+
+    # ----------------------------------------------------------------------------- the loop
+    def run(self) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._restore_latest()
+        self._start = time.perf_counter()
+        self._last_ckpt_time = time.monotonic()
+        self._last_ckpt_rows = self.rows_learnt
+        with _stop_on_signals(self):
+            try:
+                while not self.complete and not self._stop.is_set():
+                    for chunk, y in self._epoch_stream():
+                        self._learn(chunk, y)
+                        if self._stop.is_set():
+                            break
+                        self._maybe_checkpoint()
+                    if self._stop.is_set():
+                        break
+                    self._end_epoch()
+            finally:
+                self.bad.close()
+                if self.cache is not None:
+                    self.cache.finish()
+        if not self.complete:
+            return self._interrupted()
+        return self._finish()
+
+    def _epoch_stream(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """This epoch's (chunk, y) from where the run stands, through the shuffle window."""
+        chunks = self._replayed() if self.epoch > 0 and self.cache is not None else self._read()
+        if self.shuffle is None:
             yield from chunks
             return
-        window = ShuffleWindow(size, self.spec.model.seed, epoch)
         for chunk, y in chunks:
-            yield from window.push(chunk, y)
-        yield from window.flush()
+            yield from self.shuffle.push(chunk, y)
+        yield from self.shuffle.flush()
+
+    def _read(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        pipeline = self.pipeline
+        if self.epoch > 0:
+            # Without a cache, later epochs rebuild the rows exactly as the first did, with a
+            # second set of builders restarted from their initial state (keys keep their ids).
+            if self.replay is None:
+                self.replay = FeaturePipeline(
+                    FeaturePipeline.from_specs(self.spec.features).builders,
+                    space=self.pipeline.space,
+                )
+                if self.stream_state["current"] is None and not self.stream_state["done"]:
+                    for b, s in zip(self.replay.builders, self.initial_states, strict=True):
+                        b.load_state_dict(s)
+            pipeline = self.replay
+        stream = FileStream(
+            self.spec.source,
+            self.columns,
+            on_bad_row=None if self.bad.policy == "fail" else self.bad.from_source,
+            should_stop=self._stop.is_set,
+            on_idle=self._idle,
+        )
+        for batch, pos in stream.batches(self.stream_state):
+            if self.epoch == 0:
+                self.rows_read += batch.num_rows
+            first = pos.row - batch.num_rows + 1
+            batch, y = clean_batch(
+                batch, self.pipeline, self.spec.target, self.spec.task, self.bad, pos.path, first
+            )
+            chunk = pipeline.transform(batch, training=True)
+            if self.cache is not None and self.epoch == 0:
+                self.cache.append(chunk, y)
+            yield chunk, y
+
+    def _replayed(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        pos = self.replay_pos
+        for chunk, y, n_chunks, n_bytes in self.cache.replay(pos["chunks"], pos["bytes"]):
+            pos["chunks"], pos["bytes"] = n_chunks, n_bytes
+            yield chunk, y
 
     def _learn(self, chunk: CSRChunk, y: np.ndarray) -> None:
         space, params = self.pipeline.space, self.learner.params
@@ -360,39 +220,69 @@ class Trainer:
                 self._synced_ids : space.n_ids
             ]
             self._synced_ids = space.n_ids
+        if not chunk.n_rows:
+            return
         pred = self.learner.learn(chunk, y)
-        for m in self.progressive.values():
+        for m in (*self.progressive.values(), *self.window.values()):
             m.update(y, pred)
         self.rows_learnt += chunk.n_rows
-        if self._next_eval is not None and self.rows_learnt >= self._next_eval:
-            self._next_eval += self.spec.validation.every_rows
+        if self.next_eval is not None and self.rows_learnt >= self.next_eval:
+            self.next_eval += self.spec.validation.every_rows
             self._record(kind="cadence")
+        self._report()
+
+    def _end_epoch(self) -> None:
+        self._record(kind="epoch")
+        epochs = self.spec.learner.epochs
+        if self.stopped_early or self.epoch + 1 >= epochs:
+            self.complete = True
+            return
+        self.epoch += 1
+        self.stream_state = {"done": [], "current": None}
+        self.replay_pos = {"chunks": 0, "bytes": 0}
+        if self.replay is not None:
+            for b, s in zip(self.replay.builders, self.initial_states, strict=True):
+                b.load_state_dict(s)
+        for m in self.progressive.values():
+            m.reset()
+        self.shuffle = self._new_shuffle()
+        self._maybe_checkpoint(force=self.spec.checkpoint.every_rows > 0)
+
+    def _idle(self) -> None:
+        """Follow mode is waiting for files: a good moment for a time-based checkpoint."""
+        self._maybe_checkpoint()
+
+    # ----------------------------------------------------------------------------- progress
+    def _report(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if self.progress and now - self._last_progress >= self.spec.output.progress_every_seconds:
+        if self.progress and (
+            force or now - self._last_progress >= self.spec.output.progress_every_seconds
+        ):
             self._last_progress = now
             self.progress(self._progress_event(now))
 
     def _progress_event(self, now: float) -> dict[str, Any]:
-        seconds = now - self._start
+        seconds = max(now - self._start, 1e-9)
         epochs = self.spec.learner.epochs
-        per_epoch = self.rows_read if self.epoch > 0 else self.source.total_rows()
-        eta = None
-        rate = self.rows_learnt / seconds if seconds > 0 else 0.0
-        if per_epoch and rate > 0:
-            eta = max(per_epoch * epochs - self.rows_learnt, 0) / rate
+        per_epoch = self.rows_read if self.epoch > 0 else None
+        rate = self.rows_learnt / seconds
+        eta = (
+            max(per_epoch * epochs - self.rows_learnt, 0) / rate if per_epoch and rate > 0 else None
+        )
         metric = self.spec.metric_names()[0]
+        shown = self.window.get(metric) if self.window else self.progressive[metric]
         return {
             "rows": self.rows_learnt,
             "epoch": self.epoch + 1,
             "epochs": epochs,
             "rows_per_second": rate,
-            "metric": metric,
-            "value": self.progressive[metric].value(),
+            "metric": ("window_" if self.window else "") + metric,
+            "value": shown.value(),
             "eta_seconds": eta,
             "total_rows": per_epoch * epochs if per_epoch else None,
         }
 
-    # --- evaluation, history, early stopping
+    # ----------------------------------------------------------------------------- evaluation
     def _record(self, kind: str) -> None:
         rec: dict[str, Any] = {
             "kind": kind,
@@ -400,15 +290,13 @@ class Trainer:
             "rows": self.rows_learnt,
             "seconds": round(time.perf_counter() - self._start, 3),
         }
-        for name, m in self.progressive.items():
-            rec[name] = float(m.value())
+        rec.update({n: float(m.value()) for n, m in self.progressive.items()})
+        rec.update({f"window_{n}": float(m.value()) for n, m in self.window.items()})
         val = self.spec.validation
         if val.source is not None:
             self.learner.check_finite()
             scores = self.model.evaluate(self._holdout(kind))
-            for name, v in scores.items():
-                if name != "rows":
-                    rec["holdout_" + name] = v
+            rec.update({f"holdout_{n}": v for n, v in scores.items() if n != "rows"})
             self._early_stopping(scores[val.metric])
         self.history.append(rec)
         if self.progress:
@@ -417,61 +305,309 @@ class Trainer:
     def _holdout(self, kind: str) -> SourceConfig | list[tuple[CSRChunk, np.ndarray]]:
         """The holdout source, or its built chunks kept in memory once features are final.
 
-        At the end of the first epoch every vocabulary and statistic is complete and never
-        changes again, so the holdout is built once then (if it has at most
-        `validation.cache_rows` rows) and reused by every later evaluation.
+        From the end of the first epoch on, the main pipeline's state never changes, so the
+        holdout is built once (if it has at most `validation.cache_rows` rows) and reused.
         """
         val = self.spec.validation
         if isinstance(self._holdout_cache, list):
             return self._holdout_cache
-        if kind != "epoch" or self._holdout_cache is False:
+        if (
+            self._holdout_cache is False
+            or (self.epoch == 0 and kind != "epoch")
+            or self.spec.source.follow
+        ):
             return val.source
-        if self._holdout_cache is None:
-            chunks, rows = [], 0
-            for chunk, y in self.model.holdout_chunks(val.source):
-                rows += chunk.n_rows
-                if rows > val.cache_rows:
-                    self._holdout_cache = False
-                    return val.source
-                chunks.append((chunk, y))
-            self._holdout_cache = chunks
-        return self._holdout_cache
+        chunks, rows = [], 0
+        for chunk, y in self.model.holdout_chunks(val.source):
+            rows += chunk.n_rows
+            if rows > val.cache_rows:
+                self._holdout_cache = False
+                return val.source
+            chunks.append((chunk, y))
+        self._holdout_cache = chunks
+        return chunks
 
     def _early_stopping(self, value: float) -> None:
         higher = make_metric(self.spec.validation.metric).higher_is_better
-        if self._best is None or (value > self._best[0] if higher else value < self._best[0]):
-            self._best = (value, self._snapshot())
-            self._bad_evals = 0
+        if self.best_value is None or (
+            value > self.best_value if higher else value < self.best_value
+        ):
+            self.best_value = value
+            self.best = self._snapshot() if self.spec.validation.restore_best else None
+            self.bad_evals = 0
             return
-        self._bad_evals += 1
+        self.bad_evals += 1
         patience = self.spec.validation.patience
-        if patience and self._bad_evals >= patience:
+        if patience and self.bad_evals >= patience:
             self.stopped_early = True
+            self.complete = True
 
     def _snapshot(self) -> dict[str, Any]:
-        if not self.spec.validation.restore_best:
-            return {}
-        params = self.learner.params
         return {
-            "arrays": {k: v.copy() for k, v in params.arrays().items()},
+            "arrays": {k: v.copy() for k, v in self.learner.params.arrays().items()},
             "learner": self.learner.state(),
             "builders": [b.state_dict() for b in self.pipeline.builders],
         }
 
-    def _restore(self, snap: dict[str, Any]) -> None:
-        if not snap:
-            return
+    def _restore_params(self, snap: dict[str, Any]) -> None:
         spec = self.spec
-        fm = FMParams.from_arrays(
+        self.learner.params = FMParams.from_arrays(
             snap["arrays"],
             seed=spec.model.seed,
             init_std=spec.model.init_std,
             adagrad_init=spec.learner.adagrad_init,
         )
-        self.learner.params = fm
         self.learner.load_state(snap["learner"])
         for b, s in zip(self.pipeline.builders, snap["builders"], strict=True):
             b.load_state_dict(s)
+
+    # ----------------------------------------------------------------------------- the end
+    def _summary(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self._start
+        last = self.history[-1] if self.history else {}
+        out = {
+            "rows_read": self.rows_read,
+            "rows_learnt": self.rows_learnt,
+            "rows_skipped": self.bad.skipped,
+            "rows_quarantined": self.bad.quarantined,
+            "epochs": self.epoch + 1,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(self.rows_learnt / seconds, 1) if seconds > 0 else None,
+            "features": int(self.learner.params.n_features),
+            "stopped_early": self.stopped_early,
+            **{f"progressive_{k}": v for k, v in last.items() if k in self.spec.metric_names()},
+        }
+        if self.best_value is not None:
+            out["best_" + self.spec.validation.metric] = self.best_value
+        return out
+
+    def _finish(self) -> TrainResult:
+        self.learner.check_finite()
+        if self.spec.checkpoint.enabled:
+            # The final checkpoint keeps the training state (not the restored best model), so a
+            # later --resume (new files, follow mode) continues learning where this run stopped.
+            self.write_checkpoint()
+        if self.cache is not None:
+            self.cache.remove()
+        if self.best is not None:
+            self._restore_params(self.best)
+        return self._save(interrupted=False)
+
+    def _interrupted(self) -> TrainResult:
+        path = self.write_checkpoint() if self.spec.checkpoint.enabled else None
+        result = self._save(interrupted=True, publish=self.spec.checkpoint.publish)
+        if path is not None:
+            self.notes.append(f"interrupted after {self.rows_learnt:,} rows; checkpoint {path}")
+        return result
+
+    def _save(self, interrupted: bool, publish: bool = True) -> TrainResult:
+        summary = {**self._summary(), "interrupted": interrupted}
+        self.model.history = self.history
+        self.model.summary = summary
+        model_path = self.out_dir / self.spec.output.model
+        if publish:
+            self.model.save(model_path)
+        write_history(self.history, self.out_dir)
+        return TrainResult(self.model, model_path, self.history, summary)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _maybe_checkpoint(self, force: bool = False) -> None:
+        c = self.spec.checkpoint
+        if not c.enabled:
+            return
+        due_rows = c.every_rows and self.rows_learnt - self._last_ckpt_rows >= c.every_rows
+        due_time = c.every_seconds and time.monotonic() - self._last_ckpt_time >= c.every_seconds
+        if force or due_rows or (due_time and self.rows_learnt > self._last_ckpt_rows):
+            self.write_checkpoint()
+            if c.publish:
+                self.model.history = self.history
+                self.model.summary = self._summary()
+                self.model.save(self.out_dir / self.spec.output.model)
+
+    def write_checkpoint(self) -> Path:
+        """Write every piece of run state; returns the checkpoint's directory."""
+        if self.cache is not None:
+            self.cache.sync()
+        arrays: dict[str, np.ndarray] = dict(self.learner.params.arrays())
+        pmeta, parrays = self.pipeline.state()
+        arrays.update(parrays)
+        state: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "spec": self.spec.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "complete": self.complete,
+            "stream": self.stream_state,
+            "replay_pos": self.replay_pos,
+            "cache": {"chunks": self.cache.n_chunks, "bytes": self.cache.n_bytes}
+            if self.cache
+            else None,
+            "rows_read": self.rows_read,
+            "rows_learnt": self.rows_learnt,
+            "bad_rows": self.bad.state(),
+            "history": self.history,
+            "best_value": self.best_value,
+            "bad_evals": self.bad_evals,
+            "stopped_early": self.stopped_early,
+            "next_eval": self.next_eval,
+            "learner": self.learner.state(),
+            "pipeline": pmeta,
+            "initial_states": split_arrays(self.initial_states, "initial", arrays),
+            "replay_states": split_arrays(
+                [b.state_dict() for b in self.replay.builders], "replay", arrays
+            )
+            if self.replay is not None
+            else None,
+            "best": split_arrays(self.best, "best", arrays) if self.best is not None else None,
+            "metrics": {n: m.state_dict() for n, m in self.progressive.items()},
+            "window": {n: m.state_dict() for n, m in self.window.items()},
+        }
+        if self.shuffle is not None:
+            smeta, sarrays = self.shuffle.state()
+            state["shuffle"] = smeta
+            arrays.update({f"shuffle/{k}": v for k, v in sarrays.items()})
+        path = self.checkpointer.write(state, arrays)
+        self._last_ckpt_rows = self.rows_learnt
+        self._last_ckpt_time = time.monotonic()
+        return path
+
+    def _restore_latest(self) -> None:
+        ck = self.checkpointer.latest_good()
+        self.notes.extend(self.checkpointer.warnings)
+        if ck is None:
+            self.notes.append(
+                f"no checkpoint in {self.checkpointer.dir}: starting from the beginning"
+            )
+            return
+        s, arrays = ck.state, ck.arrays
+        if s.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{ck.path} is not a streamfm checkpoint")
+        _check_compatible(s["spec"], self.spec.model_dump(mode="json"), ck.path)
+        spec = self.spec
+        self.learner.params = FMParams.from_arrays(
+            arrays,
+            seed=spec.model.seed,
+            init_std=spec.model.init_std,
+            adagrad_init=spec.learner.adagrad_init,
+        )
+        self.learner.load_state(s["learner"])
+        self.pipeline.load_state(s["pipeline"], arrays)
+        self._synced_ids = self.pipeline.space.n_ids
+        self.learner.params.ensure_features(self._synced_ids)
+        self.epoch, self.complete = int(s["epoch"]), bool(s["complete"])
+        self.stream_state = s["stream"]
+        self.stream_state.pop("stdin_done", None)  # standard input is a new stream each run
+        if self.stream_state.get("current") and self.stream_state["current"]["path"] == STDIN:
+            self.stream_state["current"] = None
+        self.replay_pos = s["replay_pos"]
+        if self.cache is not None and s["cache"] is not None and not s["complete"]:
+            self.cache.restore(s["cache"]["chunks"], s["cache"]["bytes"])
+        self.rows_read, self.rows_learnt = int(s["rows_read"]), int(s["rows_learnt"])
+        self.bad.load_state(s["bad_rows"])
+        self.history = s["history"]
+        self.best_value, self.bad_evals = s["best_value"], int(s["bad_evals"])
+        self.stopped_early, self.next_eval = bool(s["stopped_early"]), s["next_eval"]
+        self.initial_states = join_arrays(s["initial_states"], arrays)
+        if s["replay_states"] is not None:
+            self.replay = FeaturePipeline(
+                FeaturePipeline.from_specs(self.spec.features).builders, space=self.pipeline.space
+            )
+            for b, st in zip(
+                self.replay.builders, join_arrays(s["replay_states"], arrays), strict=True
+            ):
+                b.load_state_dict(st)
+        self.best = join_arrays(s["best"], arrays) if s["best"] is not None else None
+        for n, m in self.progressive.items():
+            m.load_state_dict(s["metrics"][n])
+        for n, m in self.window.items():
+            if n in s["window"]:
+                m.load_state_dict(s["window"][n])
+        if self.shuffle is not None and "shuffle" in s:
+            self.shuffle.epoch = self.epoch
+            self.shuffle.load_state(
+                s["shuffle"], {k[8:]: v for k, v in arrays.items() if k.startswith("shuffle/")}
+            )
+        if self.complete:
+            if self.spec.learner.epochs > 1 or self.stopped_early:
+                self.notes.append(f"the run in {ck.path} was complete: nothing to do")
+            else:
+                # A finished single-pass run: go on with files that were not there before.
+                self.complete = False
+        self.notes.append(
+            f"resumed from {ck.path} at {self.rows_learnt:,} learnt rows (epoch {self.epoch + 1})"
+        )
+
+
+def _group_regs(
+    names: list[str], groups: dict[str, GroupRegularization]
+) -> dict[int, GroupRegularization]:
+    unknown = sorted(set(groups) - set(names))
+    if unknown:
+        raise SpecError(f"groups: {unknown} name no feature builder (builders: {names})")
+    return {names.index(n): r for n, r in groups.items()}
+
+
+def _check_compatible(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
+    """CheckpointError naming the first key that differs in a section that must not change."""
+    for section in _FIXED_SECTIONS:
+        a, b = dict_or(saved.get(section)), dict_or(now.get(section))
+        if section == "learner":
+            a.pop("epochs", None)
+            b.pop("epochs", None)
+        diff = _first_difference(a, b, section)
+        if diff is not None:
+            key, old, new = diff
+            raise CheckpointError(
+                f"the checkpoint {where} was written with {key}={old!r} but the spec says {new!r}: "
+                "it cannot be resumed with this spec (use the original spec, or a new "
+                "checkpoint.dir to start afresh)"
+            )
+
+
+def dict_or(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+            if d is not None:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            d = _first_difference(x, y, f"{path}[{i}]")
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (path, a, b)
+
+
+class _stop_on_signals:
+    """Within the block, SIGINT and SIGTERM ask the trainer to stop after the current chunk."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.trainer._stop.is_set():  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.trainer.request_stop()
+        print(
+            f"\n{signal.Signals(signum).name}: finishing the current chunk and writing a checkpoint...",
+            file=sys.stderr,
+        )
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
 
 
 def write_history(history: list[dict[str, Any]], out_dir: Path) -> None:
@@ -487,11 +623,19 @@ def write_history(history: list[dict[str, Any]], out_dir: Path) -> None:
 
 
 def train(
-    spec: Spec | str | Path, overrides: list[str] | None = None, progress: ProgressFn | None = None
+    spec: Spec | str | Path,
+    overrides: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    resume: bool = False,
 ) -> TrainResult:
-    """Run a spec (a Spec, or the path of a spec.yaml) and write its model and metric history."""
+    """Run a spec (a Spec, or the path of a spec.yaml); writes its model and metric history.
+    With resume=True, continue from the latest good checkpoint of the spec's checkpoint.dir."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides)
     elif overrides:
         raise SpecError("overrides apply to a spec file; change the Spec object instead")
-    return Trainer(spec, progress).run()
+    trainer = Trainer(spec, progress, resume=resume)
+    result = trainer.run()
+    result.summary["notes"] = trainer.notes
+    return result

@@ -64,8 +64,27 @@ class OutputConfig(StrictModel):
     """Where a run writes its model and metric history."""
 
     dir: str = Field("runs/{spec}", description="{spec} is the spec file's name without extension")
-    model: str = "model.sfm"
+    model: str = Field("model.sfm", description="model file name in dir (published at checkpoints)")
+    quarantine: str = Field(
+        "quarantine.jsonl", description="bad rows file in dir (on_bad_rows: quarantine)"
+    )
+    window_rows: int = Field(
+        0, ge=0, description="also record progressive metrics over the last N cases (0: off)"
+    )
     progress_every_seconds: float = Field(1.0, gt=0)
+
+
+class CheckpointConfig(StrictModel):
+    """Checkpoints for exact resume (`streamfm train SPEC --resume`)."""
+
+    enabled: bool = True
+    dir: str | None = Field(None, description="default: {output.dir}/checkpoints")
+    every_rows: int = Field(0, ge=0, description="checkpoint every N learnt rows (0: off)")
+    every_seconds: float = Field(0.0, ge=0, description="checkpoint every N seconds (0: off)")
+    keep: int = Field(3, ge=1, description="how many checkpoints to keep")
+    publish: bool = Field(
+        True, description="also write the current model to output.model at each checkpoint"
+    )
 
 
 class CacheConfig(StrictModel):
@@ -95,6 +114,7 @@ class Spec(StrictModel):
     )
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     name: str = Field("run", description="run name; set from the spec file's name by load_spec")
 
@@ -123,6 +143,8 @@ class Spec(StrictModel):
             raise ValueError(
                 f"validation.metric: must be one of {allowed} for {self.task}, got {self.validation.metric!r}"
             )
+        if self.source.follow and self.learner.epochs != 1:
+            raise ValueError("learner.epochs: must be 1 with source.follow (a stream is read once)")
         if self.target.positive is not None and self.task != "classification":
             raise ValueError("target.positive: only for task classification")
         return self
@@ -132,6 +154,11 @@ class Spec(StrictModel):
 
     def output_dir(self) -> Path:
         return Path(self.output.dir.replace("{spec}", self.name))
+
+    def checkpoint_dir(self) -> Path:
+        return (
+            Path(self.checkpoint.dir) if self.checkpoint.dir else self.output_dir() / "checkpoints"
+        )
 
 
 def _looks_libfm(path: str | list[str]) -> bool:

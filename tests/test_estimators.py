@@ -136,6 +136,10 @@ def test_bad_input_errors(X, y, message):
 def test_negative_indices_rejected():
     with pytest.raises(DataError, match="negative"):
         FMRegressor().fit((np.ones(2), (np.array([0, 1]), np.array([0, -3]))), np.ones(2))
+    # Raw CSR arrays bypass scipy's own check.
+    raw = (np.ones(2), np.array([0, -3]), np.array([0, 1, 2]))
+    with pytest.raises(DataError, match="row 1: X has a negative column index"):
+        FMRegressor().fit(raw, np.ones(2))
 
 
 def test_bad_hyper_parameters_name_the_parameter():

@@ -1,7 +1,7 @@
 """Render docs/spec.md from the pydantic models, so the reference cannot drift from the code.
 
-    python tools/spec_reference.py            # rewrite docs/spec.md
-    python tools/spec_reference.py --check    # exit 1 if docs/spec.md is out of date
+python tools/spec_reference.py            # rewrite docs/spec.md
+python tools/spec_reference.py --check    # exit 1 if docs/spec.md is out of date
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ Unknown keys are errors. Any key can be overridden with `--set section.key=value
 def _type(field) -> str:
     ann = field.annotation
     text = getattr(ann, "__name__", None) if isinstance(ann, type) else None
-    return text or str(ann).replace("typing.", "").replace("streamfm.config.", "").replace("streamfm.spec.", "")
+    return text or str(ann).replace("typing.", "").replace("streamfm.config.", "").replace(
+        "streamfm.spec.", ""
+    )
 
 
 def _default(field) -> str:
@@ -41,7 +43,9 @@ def _default(field) -> str:
     return "required"
 
 
-def _table(model: type[BaseModel], prefix: str, nested: list[tuple[str, type[BaseModel]]]) -> list[str]:
+def _table(
+    model: type[BaseModel], prefix: str, nested: list[tuple[str, type[BaseModel]]]
+) -> list[str]:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         if name == "name" and model is Spec:
@@ -50,7 +54,11 @@ def _table(model: type[BaseModel], prefix: str, nested: list[tuple[str, type[Bas
         sub = _model_in(ann)
         if sub is not None:
             nested.append((f"{prefix}{name}", sub))
-        desc = (field.description or (sub.__doc__ or "").strip().splitlines()[0] if sub else field.description or "")
+        desc = (
+            field.description or (sub.__doc__ or "").strip().splitlines()[0]
+            if sub
+            else field.description or ""
+        )
         cells = [f"`{prefix}{name}`", _type(field), _default(field), desc]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return rows
@@ -78,11 +86,19 @@ def render() -> str:
         out += ["", f"## `{prefix}`", "", (model.__doc__ or "").strip(), ""]
         out += _table(model, prefix + ".", nested)
     out += ["", "## Feature builders (`features: [{type: ..., ...}]`)", ""]
-    out.append("Every builder also takes `name` (its feature group; default from its columns) and "
-               "`reg_linear` / `reg_factors` (L2 overrides for its group).")
+    out.append(
+        "Every builder also takes `name` (its feature group; default from its columns) and "
+        "`reg_linear` / `reg_factors` (L2 overrides for its group)."
+    )
     for kind in sorted(available_builders()):
         cls = resolve_builder(kind)
-        out += ["", f"### `{kind}`", "", (cls.__module__ and (sys.modules[cls.__module__].__doc__ or "")).strip(), ""]
+        out += [
+            "",
+            f"### `{kind}`",
+            "",
+            (cls.__module__ and (sys.modules[cls.__module__].__doc__ or "")).strip(),
+            "",
+        ]
         out += _table(cls.Params, "", [])
     return "\n".join(out) + "\n"
 

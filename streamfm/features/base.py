@@ -97,6 +97,12 @@ class FeatureBuilder:
         """Features of every row of `batch`. With training=False, state is frozen."""
         raise NotImplementedError
 
+    def invalid_rows(self, batch: pa.RecordBatch) -> list[tuple[np.ndarray, str, str]]:
+        """Rows this builder cannot use, as (bool mask, column, reason) triples; they are failed,
+        skipped or quarantined by the source's `on_bad_rows` policy before `build` sees the batch.
+        Default: none."""
+        return []
+
     def reserved_name(self, offset: int) -> str:
         """Human-readable name of reserved id `offset` (for inspect and explanations)."""
         return f"{self.name}[{offset}]"

@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from streamfm.errors import DataError
@@ -60,6 +61,31 @@ class NumericBuilder(FeatureBuilder):
     def reserved_name(self, offset: int) -> str:
         cols = self.params.columns
         return cols[offset] if offset < len(cols) else f"{cols[offset - len(cols)]}=missing"
+
+    def invalid_rows(self, batch: pa.RecordBatch) -> list[tuple[np.ndarray, str, str]]:
+        """Text that is not a number; and missing values when `missing: error`."""
+        out = []
+        for name in self.params.columns:
+            col = column(batch, name, self.name)
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                enc = pc.dictionary_encode(pc.utf8_trim_whitespace(col))
+                bad_value = np.array(
+                    [not _is_number(v) for v in enc.dictionary.to_pylist()], dtype=bool
+                )
+                codes = enc.indices
+                valid = codes.is_valid().to_numpy(zero_copy_only=False)
+                mask = np.zeros(len(col), dtype=bool)
+                mask[valid] = bad_value[codes.to_numpy(zero_copy_only=False)[valid]]
+                if mask.any():
+                    out.append((mask, name, f"feature builder '{self.name}': not a number"))
+                    continue
+            if self.params.missing == "error":
+                x = as_float(col, name, self.name) if not out else None
+                if x is not None and (~np.isfinite(x)).any():
+                    out.append(
+                        (~np.isfinite(x), name, f"feature builder '{self.name}': missing value")
+                    )
+        return out
 
     def build(self, batch: pa.RecordBatch, *, training: bool) -> Block:
         n_rows = batch.num_rows
@@ -141,3 +167,13 @@ class NumericBuilder(FeatureBuilder):
         self.count = np.array(state["count"], dtype=np.float64)
         self.sum = np.array(state["sum"], dtype=np.float64)
         self.sumsq = np.array(state["sumsq"], dtype=np.float64)
+
+
+def _is_number(text: str | None) -> bool:
+    if text is None or text == "":
+        return True  # missing, not malformed: the `missing` policy decides
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -11,6 +11,7 @@ from streamfm.csr import CSRChunk
 from streamfm.errors import SpecError
 from streamfm.features.base import FeatureBuilder, expand_presets, make_builder
 from streamfm.space import FeatureSpace
+from streamfm.state import join_arrays, split_arrays
 
 
 class FeaturePipeline:
@@ -70,8 +71,7 @@ class FeaturePipeline:
         builder's state are stored as arrays (not JSON), referenced by name from the meta."""
         meta, arrays = self.space.state()
         meta["builders"] = [
-            _split_arrays(b.state_dict(), f"builder{i}", arrays)
-            for i, b in enumerate(self.builders)
+            split_arrays(b.state_dict(), f"builder{i}", arrays) for i, b in enumerate(self.builders)
         ]
         return meta, arrays
 
@@ -83,28 +83,4 @@ class FeaturePipeline:
                 f"{[b.name for b in self.builders]}"
             )
         for b, s in zip(self.builders, meta["builders"], strict=True):
-            b.load_state_dict(_join_arrays(s, arrays))
-
-
-def _split_arrays(state: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
-    """Replace numpy arrays in a nested state by {"__array__": name}, moving them to `arrays`."""
-    if isinstance(state, np.ndarray):
-        name = f"{prefix}/{len(arrays)}"
-        arrays[name] = state
-        return {"__array__": name}
-    if isinstance(state, dict):
-        return {k: _split_arrays(v, prefix, arrays) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return [_split_arrays(v, prefix, arrays) for v in state]
-    return state
-
-
-def _join_arrays(state: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """Inverse of `_split_arrays`."""
-    if isinstance(state, dict):
-        if set(state) == {"__array__"}:
-            return arrays[state["__array__"]]
-        return {k: _join_arrays(v, arrays) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_join_arrays(v, arrays) for v in state]
-    return state
+            b.load_state_dict(join_arrays(s, arrays))

@@ -1,10 +1,21 @@
 """numba kernels: FM prediction and per-case SGD / AdaGrad over CSR chunks.
 
 All take plain arrays. CSR rows: indptr (int64, n+1), indices (int32, global feature ids),
-values (float32). Parameters are float32 and updated in place; sums use float64.
+values (float32). Parameters are float32 and updated in place. In the prediction the products
+v_if·x_i and their squares are float32 (as the parameters and values), their sums
+over features float64; gradients and steps are float64, rounded to float32 when stored.
 
 Prediction uses Rendle's O(k·nnz) identity
     Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_f [(Σ_i v_if x_i)² − Σ_i v_if² x_i²].
+
+Speed notes (see benchmarks/bench_kernels.py): the inner loops over the k factors are what
+LLVM vectorises, so both sums of the identity are kept per factor (Σ_i v_if x_i and
+Σ_i v_if² x_i², reduced over f after the row) instead of one scalar running sum; feature ids
+are read as unsigned so that numba emits no negative-index wraparound; and the kernels use
+numba's "numpy" error model, so divisions carry no zero check (AdaGrad's divisors are
+sqrt(accumulator) with accumulators starting at adagrad_init > 0). No fastmath: the order of
+every floating-point operation is fixed, results are bit-for-bit reproducible and NaN / inf
+are detected.
 """
 
 from __future__ import annotations
@@ -28,34 +39,37 @@ def _sigmoid(z):
     return e / (1.0 + e)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def predict_csr(indptr, indices, values, w0, w, V, n_features, out):
     """Raw FM scores of every CSR row into `out` (float64, n). Ids >= n_features are ignored
-    (features never seen in training contribute nothing)."""
+    (features never seen in training contribute nothing), and so are negative ids."""
     k = V.shape[1]
     sums = np.zeros(k, dtype=np.float64)
+    sqs = np.zeros(k, dtype=np.float64)
     for r in range(indptr.shape[0] - 1):
         p = float(w0[0])
-        sq = 0.0
         for f in range(k):
             sums[f] = 0.0
-        for nz in range(indptr[r], indptr[r + 1]):
-            j = indices[nz]
+            sqs[f] = 0.0
+        for nz in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+            j = np.uint32(indices[nz])
             if j >= n_features:
                 continue
-            x = float(values[nz])
+            x = values[nz]
             p += w[j] * x
             for f in range(k):
                 d = V[j, f] * x
                 sums[f] += d
-                sq += d * d
+                sqs[f] += d * d
         inter = 0.0
+        sq = 0.0
         for f in range(k):
             inter += sums[f] * sums[f]
+            sq += sqs[f]
         out[r] = p + 0.5 * (inter - sq)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def sgd_csr(
     indptr,
     indices,
@@ -96,29 +110,39 @@ def sgd_csr(
 
     Returns -1 when all is well, else the position in `order` of the first case whose
     prediction or gradient was not finite (parameters are then left as they were before it).
+    Raises IndexError, before any update, if a feature id is negative or >= len(w).
     """
     k = V.shape[1]
+    n_params = w.shape[0]
+    top = np.uint32(0)  # largest id read as unsigned: negative ids count as huge
+    for nz in range(indices.shape[0]):
+        top = max(top, np.uint32(indices[nz]))
+    if indices.shape[0] > 0 and top >= n_params:
+        raise IndexError("sgd_csr: a feature id is negative or beyond the parameter arrays")
     sums = np.zeros(k, dtype=np.float64)
+    sqs = np.zeros(k, dtype=np.float64)
     for ii in range(order.shape[0]):
         r = order[ii]
-        start = indptr[r]
-        stop = indptr[r + 1]
+        start = np.uint64(indptr[r])
+        stop = np.uint64(indptr[r + 1])
         # --- predict
         p = float(w0[0])
-        sq = 0.0
         for f in range(k):
             sums[f] = 0.0
+            sqs[f] = 0.0
         for nz in range(start, stop):
-            j = indices[nz]
-            x = float(values[nz])
+            j = np.uint32(indices[nz])
+            x = values[nz]
             p += w[j] * x
             for f in range(k):
                 d = V[j, f] * x
                 sums[f] += d
-                sq += d * d
+                sqs[f] += d * d
         inter = 0.0
+        sq = 0.0
         for f in range(k):
             inter += sums[f] * sums[f]
+            sq += sqs[f]
         p += 0.5 * (inter - sq)
         yr = y[r]
         if task == TASK_CLASSIFICATION:
@@ -147,8 +171,8 @@ def sgd_csr(
             acc_w0[0] += gb * gb
             w0[0] -= lr * gb / math.sqrt(acc_w0[0])
             for nz in range(start, stop):
-                j = indices[nz]
-                x = float(values[nz])
+                j = np.uint32(indices[nz])
+                x = values[nz]
                 gi = group[j]
                 rw = reg_w_by_group[gi]
                 rv = reg_v_by_group[gi]
@@ -166,8 +190,8 @@ def sgd_csr(
         else:
             w0[0] -= lr * (g + reg0 * w0[0])
             for nz in range(start, stop):
-                j = indices[nz]
-                x = float(values[nz])
+                j = np.uint32(indices[nz])
+                x = values[nz]
                 gi = group[j]
                 rw = reg_w_by_group[gi]
                 rv = reg_v_by_group[gi]

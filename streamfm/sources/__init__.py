@@ -1,10 +1,18 @@
 """Chunked readers: Parquet, CSV, libFM text and JSON lines from files, globs, folders or stdin.
 
 `open_source(config)` returns a Source whose `batches()` yields Arrow record batches of at most
-`config.batch_size` rows, each with the Position at which reading resumes right after it.
+`config.batch_size` rows, each with the Position at which reading resumes right after it. Setting `Source.on_bad_row`
+makes the readers skip malformed rows and report each as a `BadRow` instead of raising DataError.
 """
 
-from streamfm.sources.base import FORMATS, Position, Source, infer_format, open_source
+from streamfm.sources.base import (
+    FORMATS,
+    BadRow,
+    Position,
+    Source,
+    infer_format,
+    open_source,
+)
 from streamfm.sources.csv import CsvSource
 from streamfm.sources.jsonl import JsonlSource
 from streamfm.sources.libfm import LibfmSource
@@ -12,6 +20,7 @@ from streamfm.sources.parquet import ParquetSource
 
 __all__ = [
     "FORMATS",
+    "BadRow",
     "CsvSource",
     "JsonlSource",
     "LibfmSource",

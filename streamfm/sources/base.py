@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +35,15 @@ COMPRESSIONS = (".gz", ".bz2", ".zst")
 class Position:
     """Where reading resumes: the row right after the batch this position came with.
 
+    ``row`` counts the good data rows of this file yielded so far: rows skipped as bad (see
+    `Source.on_bad_row`) are not counted, in any format.
     ``offset`` is format-specific: the row-group index for Parquet, the byte offset of the next
-    unread line for libFM and JSON lines, 0 for CSV (which resumes by row count).
-    ``row`` counts the data rows of this file consumed so far.
+    unread line for libFM and JSON lines. CSV resumes by counting records: past the header, past
+    ``row`` good records (records of the wrong column count in between are stepped over, as
+    pyarrow skips them), then past ``offset`` more records, the bad records right after the last
+    good row that were already reported when this position was yielded (0 without bad rows).
+    For every format, the bad rows reported before a position was yielded are exactly those
+    before it: resuming there reports each later bad row again and no earlier one.
     """
 
     file_index: int
@@ -61,6 +67,36 @@ class Position:
             return cls(int(d["file_index"]), str(d["path"]), int(d["offset"]), int(d["row"]))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"invalid source position {d!r}: {e}") from e
+
+
+# BadRow.text keeps at most this many characters of the raw line or record.
+BAD_TEXT_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A malformed row that a reader skipped (reported to `Source.on_bad_row`).
+
+    ``row`` is 1-based within ``path`` ("-" for standard input): the line number for libFM and
+    JSON lines, the physical line where the record starts for CSV. ``text`` is the raw line or
+    record (at most ~1000 characters), None when unknown.
+    """
+
+    path: str
+    row: int
+    reason: str
+    text: str | None
+    column: str | None = None
+
+
+def clip_text(text: str | bytes | None) -> str | None:
+    """`text` for a BadRow: decoded (bytes), without its line ending, cut to BAD_TEXT_CHARS."""
+    if text is None:
+        return None
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text[: 4 * BAD_TEXT_CHARS + 4]).decode("utf-8", "replace")
+    text = text.rstrip("\r\n")
+    return text if len(text) <= BAD_TEXT_CHARS else text[:BAD_TEXT_CHARS] + "..."
 
 
 def split_extension(path: str) -> tuple[str, str]:
@@ -198,7 +234,8 @@ def _concat(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
 
 
-Piece = tuple[pa.RecordBatch, Any]
+# (batch, per-row resume offsets or None), or (None, resume offset) after skipped bad rows.
+Piece = tuple[pa.RecordBatch | None, Any]
 
 
 def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch, int | None]]:
@@ -206,11 +243,17 @@ def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch
 
     Each piece carries, per row, the resume offset after that row (an int array) or None; each
     output batch comes with the resume offset after its last row (None when pieces carry none).
+    A piece (None, offset) says that bad rows were skipped (and reported) right after the rows
+    before it: rows still held then resume after them, at `offset`.
     """
     held: list[pa.RecordBatch] = []
     held_rows = 0
     end: int | None = None
     for batch, ends in pieces:
+        if batch is None:
+            if held_rows:
+                end = int(ends)
+            continue
         n = batch.num_rows
         at = 0
         while at < n:
@@ -218,8 +261,7 @@ def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch
             held.append(batch if take == n else batch.slice(at, take))
             held_rows += take
             at += take
-            if ends is not None:
-                end = int(ends[at - 1])
+            end = int(ends[at - 1]) if ends is not None else None
             if held_rows == size:
                 yield _concat(held), end
                 held, held_rows = [], 0
@@ -228,9 +270,19 @@ def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch
 
 
 class Source:
-    """Chunked reader over the files of one source; each subclass reads one format."""
+    """Chunked reader over the files of one source; each subclass reads one format.
+
+    `on_bad_row` (None by default) decides what a malformed row does: None raises a DataError
+    naming the file, the line and what is wrong; a callable makes the reader skip the row, call
+    it once with a `BadRow`, and go on (batches then hold the good rows only). Malformed means:
+    libFM, a line that does not parse; CSV, a record with the wrong number of columns (a value
+    that does not convert to its column's type still raises: pyarrow cannot skip it); JSON lines,
+    a line that is not valid JSON or not an object (a value of the wrong type still raises).
+    Parquet files are structurally valid, so Parquet never reports bad rows.
+    """
 
     format: str = ""
+    on_bad_row: Callable[[BadRow], None] | None = None
 
     def __init__(self, config: SourceConfig, files: Sequence[str]) -> None:
         self.config = config
@@ -278,10 +330,26 @@ class Source:
 
     # -- for subclasses -------------------------------------------------------------------------
 
+    def _report(
+        self,
+        path: str,
+        row: int,
+        reason: str,
+        text: str | bytes | None,
+        column: str | None = None,
+    ) -> None:
+        """Hand one skipped row to `on_bad_row`."""
+        assert self.on_bad_row is not None
+        self.on_bad_row(BadRow(path, int(row), reason, clip_text(text), column))
+
     def _read_file(
         self, index: int, path: str, columns: list[str] | None, offset: int, row: int
     ) -> Iterator[Piece]:
-        """Yield (RecordBatch, per-row resume offsets or None) of one file from (offset, row)."""
+        """Yield (RecordBatch, per-row resume offsets or None) of one file from (offset, row).
+
+        With `on_bad_row` set, a skipped bad row is reported (`_report`) right before a
+        (None, resume offset after it) piece, between the pieces of the rows around it.
+        """
         raise NotImplementedError
 
     def _resume_offset(self, index: int, row: int, end: int | None) -> int:

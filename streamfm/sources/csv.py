@@ -2,6 +2,9 @@
 
 pyarrow's `skip_rows_after_names` counts physical lines (blank lines too) and ignores quotes, so a
 resume skips its rows with `_csv_skip`, a compiled scanner that splits records as pyarrow does.
+
+`csv.skip_lines` and `csv.trim_whitespace` are applied to the bytes before pyarrow sees them
+(`_TextFilter`), so that type inference, null values, resume and error lines all see the same text.
 """
 
 from __future__ import annotations
@@ -94,6 +97,131 @@ def _csv_skip(
     return done, i
 
 
+@njit(cache=True)
+def _trim_fields(
+    buf: np.ndarray, out: np.ndarray, delim: int, quote: int, state: np.ndarray
+) -> tuple:
+    """Copy buf to out without the spaces and tabs that start or end a field outside quotes.
+
+    Quoted parts are copied verbatim (a quote opens one only at the start of a field, after the
+    leading blanks are dropped; a doubled quote inside is a literal quote). `state` carries across
+    blocks: [in_quote (0 no, 1 yes, 2 quote seen inside), at_field_start]. Blanks inside a field
+    are kept once a later byte of the field shows they are not trailing; a run still undecided at
+    the end of buf is not copied. Returns (bytes written, index where that run starts or buf.size).
+    """
+    n = buf.size
+    j = 0
+    inq = state[0]
+    fstart = state[1]
+    pend = -1
+    for i in range(n):
+        c = np.int64(buf[i])
+        if inq == 1:
+            out[j] = buf[i]
+            j += 1
+            if c == quote:
+                inq = 2
+            continue
+        if inq == 2:
+            if c == quote:
+                out[j] = buf[i]
+                j += 1
+                inq = 1
+                continue
+            inq = 0
+        if c == delim or c == 10 or c == 13:
+            pend = -1
+            out[j] = buf[i]
+            j += 1
+            fstart = 1
+            continue
+        if c == 32 or c == 9:
+            if not fstart and pend < 0:
+                pend = i
+            continue
+        if pend >= 0:
+            for p in range(pend, i):
+                out[j] = buf[p]
+                j += 1
+            pend = -1
+        if fstart and c == quote:
+            inq = 1
+        fstart = 0
+        out[j] = buf[i]
+        j += 1
+    state[0] = inq
+    state[1] = fstart
+    return j, pend if pend >= 0 else n
+
+
+class _TextFilter(io.RawIOBase):
+    """`raw` without its first `skip_lines` lines and, with `trim`, without blanks around fields.
+
+    Newlines are never removed, so line numbers after the skipped lines stay those of the file.
+    """
+
+    def __init__(self, raw: Any, skip_lines: int, trim: bool, delim: str, quote: str | None):
+        super().__init__()
+        self._raw = raw
+        self._skip = skip_lines
+        self._trim = trim
+        self._delim = ord(delim)
+        self._quote = ord(quote) if quote is not None else -1
+        self._state = np.array([0, 1], dtype=np.int64)
+        self._carry = b""  # blanks not yet known to be inside a field
+        self._out = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, size: int) -> None:
+        while not len(self._out) and not self._eof:
+            data = self._raw.read(max(size, 1 << 16))
+            if not data:
+                self._eof = True  # a blank run left at the end closes the last field: dropped
+                return
+            data = bytes(data)
+            while self._skip and data:
+                cut = data.find(b"\n")
+                if cut < 0:
+                    data = b""
+                    break
+                data = data[cut + 1 :]
+                self._skip -= 1
+            if not data:
+                continue
+            if self._trim:
+                data = self._carry + data
+                buf = np.frombuffer(data, dtype=np.uint8)
+                out = np.empty(buf.size, dtype=np.uint8)
+                n, pend = _trim_fields(buf, out, self._delim, self._quote, self._state)
+                self._carry = data[pend:]
+                data = out[:n].tobytes()
+            self._out = memoryview(data)
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        self._fill(len(view))
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        self._fill(size)
+        out = bytes(self._out[:size])
+        self._out = self._out[size:]
+        return out
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
 def _parse_types(types: dict[str, str]) -> dict[str, pa.DataType]:
     out = {}
     for name, alias in types.items():
@@ -136,6 +264,26 @@ class CsvSource(Source):
         if "delimiter" not in opts.model_fields_set and split_extension(path)[0] == ".tsv":
             return "\t"
         return opts.delimiter
+
+    def _filtered(self) -> bool:
+        """Whether the bytes must pass through `_TextFilter` before pyarrow parses them."""
+        opts = self.config.csv
+        return opts.skip_lines > 0 or opts.trim_whitespace
+
+    def _wrap(self, raw: Any, path: str) -> Any:
+        """`raw` (a binary stream of `path`) as the parser must see it."""
+        if not self._filtered():
+            return raw
+        opts = self.config.csv
+        return _TextFilter(
+            raw, opts.skip_lines, opts.trim_whitespace, self._delimiter(path), opts.quote_char
+        )
+
+    def _input(self, path: str) -> Any:
+        """What to hand pyarrow for `path`: the path itself when no option changes the bytes."""
+        if path != STDIN and not self._filtered():
+            return path
+        return self._wrap(open_stream(path), path)
 
     def _read_options(self, names: list[str] | None = None) -> pacsv.ReadOptions:
         """Header handling of the config, or explicit `names` for a stream resumed past the header."""
@@ -207,9 +355,11 @@ class CsvSource(Source):
                 head += stream.read(1 << 16) if head and not head.endswith(b"\n") else b""
                 stream.rewind()
                 cut = head.rfind(b"\n")
-                source: Any = pa.BufferReader(head[: cut + 1] if cut >= 0 else head)
+                source: Any = self._wrap(
+                    pa.BufferReader(head[: cut + 1] if cut >= 0 else head), path
+                )
             else:
-                source = path
+                source = self._input(path)
             try:
                 self._schema = pacsv.open_csv(
                     source, read_options=ro, parse_options=po, convert_options=co
@@ -218,6 +368,9 @@ class CsvSource(Source):
                 if "Empty CSV file" in str(e):
                     return pa.schema([])
                 raise self._error(e, path, 0) from e
+            finally:
+                if not isinstance(source, str) and path != STDIN:
+                    source.close()
         return self._schema
 
     def _read_file(
@@ -227,7 +380,7 @@ class CsvSource(Source):
         try:
             if row == 0:
                 types = self._stable_types() if index > 0 else self._types
-                source = stdin_stream() if path == STDIN else path
+                source = self._input(path)
                 reader = pacsv.open_csv(
                     source,
                     read_options=self._read_options(),
@@ -288,7 +441,7 @@ class CsvSource(Source):
         """A reader positioned at data row `row` of `path` (None when nothing is left)."""
         opts = self.config.csv
         header = 1 if opts.header else 0
-        stream = open_stream(path)
+        stream = self._wrap(open_stream(path), path)
         done, head, rest, _ = self._skip_records(stream, path, header + row)
         if done < header + row:
             raise DataError(
@@ -326,7 +479,7 @@ class CsvSource(Source):
             return list(self.schema().names) if self._schema is not None else []
         try:
             return pacsv.open_csv(
-                path,
+                self._input(path),
                 read_options=self._read_options(),
                 parse_options=self._parse_options(path),
                 convert_options=pacsv.ConvertOptions(column_types={}),
@@ -344,7 +497,7 @@ class CsvSource(Source):
         opts = self.config.csv
         header = 1 if opts.header else 0
         try:
-            stream = open_stream(path)
+            stream = self._wrap(open_stream(path), path)
             done, _, rest, lines = self._skip_records(stream, path, header + good)
             if done < header + good:
                 return None
@@ -365,7 +518,7 @@ class CsvSource(Source):
             before = 0
             for record in reader:
                 if record and bad(record):
-                    return lines + before + 1
+                    return opts.skip_lines + lines + before + 1
                 before = reader.line_num
         except (OSError, stdlib_csv.Error, pa.ArrowInvalid):
             pass  # locating is best effort: the error itself still stands

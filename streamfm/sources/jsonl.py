@@ -2,10 +2,17 @@
 
 The schema is inferred once, from the first block of the first file, and then imposed on every
 block (`explicit_schema`), so a column keeps its type even when a block happens to lack it.
+
+A block that pyarrow cannot read (or that has a line not starting with '{') is checked line by
+line with Python's json: lines that are not one JSON object each are bad (a DataError, or reported
+to `on_bad_row` and skipped), the other lines are read by pyarrow. A value of the wrong type in a
+valid object stays a DataError.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +34,8 @@ _PARSE_BLOCK = 1 << 20
 
 @njit(cache=True)
 def _line_rows(buf: np.ndarray) -> tuple:
-    """(ends, lines, newlines) of the non-blank lines in buf: byte after each, 0-based line number."""
+    """(ends, lines, newlines, odd) of the non-blank lines in buf: the byte after each and its
+    0-based line number; `odd` counts the lines whose first non-blank byte is not '{'."""
     n = buf.size
     count = 0
     for i in range(n):
@@ -37,6 +45,7 @@ def _line_rows(buf: np.ndarray) -> tuple:
     lines = np.empty(count + 1, np.int64)
     r = 0
     line = 0
+    odd = 0
     nonblank = False
     for i in range(n):
         c = buf[i]
@@ -47,13 +56,65 @@ def _line_rows(buf: np.ndarray) -> tuple:
                 r += 1
             nonblank = False
             line += 1
-        elif c != 32 and c != 9 and c != 13:
+        elif not nonblank and c != 32 and c != 9 and c != 13:
             nonblank = True
+            if c != 123:
+                odd += 1
     if nonblank:
         ends[r] = n
         lines[r] = line
         r += 1
-    return ends[:r], lines[:r], line
+    return ends[:r], lines[:r], line, odd
+
+
+_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _json_problem(line: bytes) -> str | None:
+    """What keeps `line` from being one JSON object, or None (Python's json: error path only)."""
+    try:
+        value = json.loads(line.decode("utf-8-sig", "replace"))
+    except json.JSONDecodeError as e:
+        return f"invalid JSON: {e.msg} (column {e.colno})"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    if isinstance(value, dict):
+        return None
+    kind = "null" if value is None else _KINDS.get(type(value), type(value).__name__)
+    return f"not a JSON object but {kind}"
+
+
+def _check_lines(block: Any, ends: np.ndarray) -> tuple[bytes, list[int], dict[int, str]]:
+    """(block bytes, start of each non-blank line, {line index: problem} of its bad lines)."""
+    data = bytes(block)
+    starts = [data.rfind(b"\n", 0, e - 1) + 1 for e in ends.tolist()]
+    bad = {}
+    for k, (start, end) in enumerate(zip(starts, ends.tolist(), strict=True)):
+        problem = _json_problem(data[start:end])
+        if problem is not None:
+            bad[k] = problem
+    return data, starts, bad
+
+
+def _kept(data: bytes, starts: list[int], ends: np.ndarray, keep: list[int]) -> bytes:
+    """The lines `keep` of `data`, one per line."""
+    return b"".join(data[starts[k] : int(ends[k])].rstrip(b"\r\n") + b"\n" for k in keep)
+
+
+def _pieces(table: pa.Table, ends: np.ndarray) -> Iterator[Piece]:
+    """The non-empty record batches of `table`, each with its rows' resume offsets."""
+    done = 0
+    for batch in table.to_batches():
+        k = batch.num_rows
+        if k:
+            yield batch, ends[done : done + k]
+        done += k
+
+
+def _value(line: bytes) -> str:
+    """A bad line as the value of a DataError (short)."""
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _read(block: Any, schema: pa.Schema | None, parse_block: int = _PARSE_BLOCK) -> pa.Table:
@@ -92,12 +153,30 @@ class JsonlSource(Source):
 
     def _infer(self, block: Any, path: str) -> pa.Schema:
         buf = np.frombuffer(block, dtype=np.uint8)
-        if not len(_line_rows(buf)[0]):
+        ends, lines, _, odd = _line_rows(buf)
+        if not len(ends):
             return pa.schema([])
+        failure = None
+        if not odd:
+            try:
+                return _read(block, None, len(block) + 1).schema
+            except pa.ArrowInvalid as e:
+                failure = e
+        # Infer from the lines that are objects (the others are reported when read).
+        data, starts, bad = _check_lines(block, ends)
+        if bad and self.on_bad_row is None:
+            k = min(bad)
+            raise DataError(
+                bad[k], path=path, row=int(lines[k]) + 1, value=_value(data[starts[k] : ends[k]])
+            )
+        keep = [k for k in range(len(ends)) if k not in bad]
+        if not keep:
+            return pa.schema([])
+        good = _kept(data, starts, ends, keep) if bad else data
         try:
-            return _read(block, None, len(block) + 1).schema
+            return _read(good, None, len(good) + 1).schema
         except pa.ArrowInvalid as e:
-            raise self._error(e, block, path, 0, None, None) from e
+            raise self._error(e, good, path, 0, lines[keep], None) from (failure or e)
 
     def _read_file(
         self, index: int, path: str, columns: list[str] | None, offset: int, row: int
@@ -114,7 +193,7 @@ class JsonlSource(Source):
             first = True
             for block in line_blocks(stream, self.block_size):
                 buf = np.frombuffer(block, dtype=np.uint8)
-                ends, lines, nlines = _line_rows(buf)
+                ends, lines, nlines, odd = _line_rows(buf)
                 if len(ends):
                     if first and columns and index > 0:
                         # Later files may lack a field: name it rather than read nulls. The
@@ -123,30 +202,74 @@ class JsonlSource(Source):
                         head = head[: head.rfind(b"\n") + 1] or head
                         check_columns(path, columns, self._infer(head, path).names)
                     first = False
-                    try:
-                        table = _read(block, schema)
-                    except pa.ArrowInvalid as e:
+                    table = None
+                    if not odd:
+                        with contextlib.suppress(pa.ArrowInvalid):
+                            table = _read(block, schema)
+                    if table is not None and table.num_rows == len(ends):
+                        yield from _pieces(table, ends + pos)
+                    else:
+                        # Error path: which lines are not JSON objects?
                         if line_base is None:
                             line_base = count_newlines(path, pos)
-                        raise self._error(e, block, path, line_base, lines, schema) from e
-                    if table.num_rows != len(ends):
-                        raise DataError(
-                            f"found {table.num_rows} JSON values on {len(ends)} non-blank lines; "
-                            "JSON lines needs exactly one object per line",
-                            path=path,
-                        )
-                    done = 0
-                    for batch in table.to_batches():
-                        k = batch.num_rows
-                        if k:
-                            yield batch, ends[done : done + k] + pos
-                        done += k
+                        yield from self._checked(block, path, pos, line_base, ends, lines, schema)
                 pos += buf.size
                 if line_base is not None:
                     line_base += nlines
         finally:
             if path != STDIN:
                 stream.close()
+
+    def _checked(
+        self,
+        block: Any,
+        path: str,
+        pos: int,
+        line_base: int,
+        ends: np.ndarray,
+        lines: np.ndarray,
+        schema: pa.Schema,
+    ) -> Iterator[Piece]:
+        """Pieces of a block (at byte `pos` of the file, after `line_base` lines) that pyarrow
+        alone did not read: the lines that are not one JSON object each are found with Python's
+        json and reported in their place (DataError without a callback); pyarrow reads the rest.
+        """
+        data, starts, bad = _check_lines(block, ends)
+        if bad and self.on_bad_row is None:
+            k = min(bad)
+            raise DataError(
+                bad[k],
+                path=path,
+                row=line_base + int(lines[k]) + 1,
+                value=_value(data[starts[k] : ends[k]]),
+            )
+        keep = [k for k in range(len(ends)) if k not in bad]
+        table = None
+        if keep:
+            good = _kept(data, starts, ends, keep) if bad else data
+            try:
+                table = _read(good, schema)
+            except pa.ArrowInvalid as e:
+                raise self._error(e, good, path, line_base, lines[keep], schema) from e
+            if table.num_rows != len(keep):
+                raise DataError(
+                    f"found {table.num_rows} JSON values on {len(keep)} non-blank lines; "
+                    "JSON lines needs exactly one object per line",
+                    path=path,
+                )
+        done = 0  # rows of `table` yielded
+        run = 0  # first line of the current run of good lines
+        for k in [*sorted(bad), len(ends)]:
+            if k > run:
+                n = k - run
+                yield from _pieces(table.slice(done, n), ends[run:k] + pos)
+                done += n
+            if k < len(ends):
+                self._report(
+                    path, line_base + int(lines[k]) + 1, bad[k], data[starts[k] : int(ends[k])]
+                )
+                yield None, pos + int(ends[k])
+            run = k + 1
 
     def _error(
         self,

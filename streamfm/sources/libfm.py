@@ -1,7 +1,9 @@
 """libFM / libSVM text reader: `label [qid:N] idx:val idx:val ... [# comment]`, parsed by numba.
 
 The file is read in byte blocks cut at newlines; `_parse_block` turns a whole block into labels,
-CSR offsets, indices and values in one compiled pass, so no Python runs per line.
+CSR offsets, indices and values in one compiled pass, so no Python runs per line. It steps over a
+malformed line, recording where it is; Python then explains it (error path only) and raises a
+DataError, or, with `on_bad_row` set, reports it and goes on.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ SCHEMA = pa.schema(
 
 # Error codes of _parse_block.
 _OK, _BAD_LABEL, _BAD_FEATURE, _BAD_QID = 0, 1, 2, 3
+# Bad lines _parse_block records before it returns (it is then called again on the rest).
+_MAX_BAD = 1024
 
 # Exact powers of ten as float64 (each correctly rounded), for the decimal -> binary scaling.
 _P10 = np.array([float(f"1e{i}") for i in range(309)], dtype=np.float64)
@@ -171,12 +175,14 @@ def _parse_int(buf: np.ndarray, i: int, n: int, signed: bool) -> tuple[np.int64,
 
 
 @njit(cache=True)
-def _parse_block(buf: np.ndarray) -> tuple:
-    """Parse whole libFM lines in `buf` (uint8).
+def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
+    """Parse whole libFM lines in `buf` (uint8), stepping over malformed ones.
 
-    Returns (err, line, err_at, rows, newlines, labels, qids, ends, indptr, idx, val):
-    err is an error code (0 = ok), line the 0-based line of the error within the block, err_at
-    the byte where the bad token starts; ends[r] is the byte after row r's line (its newline).
+    Returns (rows, lines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val): ends[r] is the
+    byte after row r's line (its newline). A malformed line is skipped and recorded in
+    bad[k] = (0-based line within buf, its first byte, its newline (or buf.size), error code,
+    first byte of the bad token); after the `max_bad`-th one parsing stops, at byte `stop` after
+    `lines` newlines (buf.size and all of its newlines when it went through).
     """
     n = buf.size
     # Output bounds: rows <= lines, features <= colons.
@@ -195,6 +201,8 @@ def _parse_block(buf: np.ndarray) -> tuple:
     indptr = np.empty(max_rows + 1, np.int32)
     idx = np.empty(n_colons, np.int64)
     val = np.empty(n_colons, np.float32)
+    bad = np.empty((max_bad, 5), np.int64)
+    n_bad = 0
     indptr[0] = 0
     r = 0
     nnz = 0
@@ -222,60 +230,81 @@ def _parse_block(buf: np.ndarray) -> tuple:
             if j < 0 or (j < n and not _ends_token(buf[j])):
                 err = _BAD_LABEL
                 err_at = i
-                break
-        labels[r] = v
-        qids[r] = -1
-        i = j
-        while True:
-            while i < n and _is_blank(buf[i]):
-                i += 1
-            if i >= n or buf[i] == 10:
-                break
-            if buf[i] == 35:
-                while i < n and buf[i] != 10:
+        if err == _OK:
+            labels[r] = v
+            qids[r] = -1
+            i = j
+            while True:
+                while i < n and _is_blank(buf[i]):
                     i += 1
-                break
-            if (
-                i + 3 < n
-                and buf[i] == 113
-                and buf[i + 1] == 105
-                and buf[i + 2] == 100
-                and buf[i + 3] == 58
-            ):  # "qid:"
-                q, j = _parse_int(buf, i + 4, n, True)
-                if j < 0 or (j < n and not _ends_token(buf[j])):
-                    err = _BAD_QID
-                    err_at = i
+                if i >= n or buf[i] == 10:
                     break
-                qids[r] = q
-                i = j
-                continue
-            # The feature index, inline: this is the hot path of every line.
-            k = np.int64(0)
-            j = i
-            while j < n:
-                d = np.int64(buf[j]) - 48
-                if d < 0 or d > 9:
+                if buf[i] == 35:
+                    while i < n and buf[i] != 10:
+                        i += 1
                     break
-                k = k * 10 + d
-                j += 1
-            if j == i or j - i > _MAX_DIGITS or j >= n or buf[j] != 58:
-                err = _BAD_FEATURE
-                err_at = i
-                break
-            v, j2 = _parse_plain(buf, j + 1, n)
-            if j2 < 0:
-                v, j2 = _parse_number(buf, j + 1, n)
-                if j2 < 0 or (j2 < n and not _ends_token(buf[j2])):
+                if (
+                    i + 3 < n
+                    and buf[i] == 113
+                    and buf[i + 1] == 105
+                    and buf[i + 2] == 100
+                    and buf[i + 3] == 58
+                ):  # "qid:"
+                    q, j = _parse_int(buf, i + 4, n, True)
+                    if j < 0 or (j < n and not _ends_token(buf[j])):
+                        err = _BAD_QID
+                        err_at = i
+                        break
+                    qids[r] = q
+                    i = j
+                    continue
+                # The feature index, inline: this is the hot path of every line.
+                k = np.int64(0)
+                j = i
+                while j < n:
+                    d = np.int64(buf[j]) - 48
+                    if d < 0 or d > 9:
+                        break
+                    k = k * 10 + d
+                    j += 1
+                if j == i or j - i > _MAX_DIGITS or j >= n or buf[j] != 58:
                     err = _BAD_FEATURE
                     err_at = i
                     break
-            idx[nnz] = k
-            val[nnz] = v
-            nnz += 1
-            i = j2
+                v, j2 = _parse_plain(buf, j + 1, n)
+                if j2 < 0:
+                    v, j2 = _parse_number(buf, j + 1, n)
+                    if j2 < 0 or (j2 < n and not _ends_token(buf[j2])):
+                        err = _BAD_FEATURE
+                        err_at = i
+                        break
+                idx[nnz] = k
+                val[nnz] = v
+                nnz += 1
+                i = j2
         if err != _OK:
-            break
+            # Skip the line: drop its features, record where it is and why, go on after it.
+            start = err_at
+            while start > 0 and buf[start - 1] != 10:
+                start -= 1
+            stop = err_at
+            while stop < n and buf[stop] != 10:
+                stop += 1
+            bad[n_bad, 0] = line
+            bad[n_bad, 1] = start
+            bad[n_bad, 2] = stop
+            bad[n_bad, 3] = err
+            bad[n_bad, 4] = err_at
+            n_bad += 1
+            nnz = indptr[r]
+            err = _OK
+            i = stop
+            if i < n:
+                i += 1
+                line += 1
+            if n_bad == max_bad:
+                break
+            continue
         if i < n:  # at the newline
             i += 1
             line += 1
@@ -283,11 +312,11 @@ def _parse_block(buf: np.ndarray) -> tuple:
         r += 1
         indptr[r] = nnz
     return (
-        err,
-        line,
-        err_at,
         r,
-        n_lines,
+        line,
+        i,
+        n_bad,
+        bad[:n_bad],
         labels[:r],
         qids[:r],
         ends[:r],
@@ -351,31 +380,72 @@ class LibfmSource(Source):
         self, index: int, path: str, columns: list[str] | None, offset: int, row: int
     ) -> Iterator[Piece]:
         check_columns(path, columns, SCHEMA.names)
+        # Without a callback the first bad line is an error: one slot is enough to find it.
+        max_bad = 1 if self.on_bad_row is None else _MAX_BAD
         stream = open_stream(path)
         try:
             skipped = skip_bytes(stream, offset)
-            # Lines before the block: unknown after a seek until an error needs them.
+            # Lines before the block: unknown after a seek until a bad line needs them.
             line_base: int | None = skipped if skipped >= 0 else None
             pos = offset
             for block in line_blocks(stream, self.block_size):
                 buf = np.frombuffer(block, dtype=np.uint8)
-                err, line, at, nrows, nlines, labels, qids, ends, indptr, idx, val = _parse_block(
-                    buf
-                )
-                if err != _OK:
-                    if line_base is None:
-                        line_base = count_newlines(path, pos)
-                    token = _TOKEN.match(bytes(buf[at : at + 256])).group()
-                    raise DataError(
-                        _explain(err, token),
-                        path=path,
-                        row=line_base + line + 1,
-                        value=token.decode("utf-8", "replace"),
+                at = 0  # bytes of the block parsed
+                lines = 0  # newlines in them
+                while True:
+                    part = buf[at:] if at else buf
+                    nrows, nlines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val = (
+                        _parse_block(part, max_bad)
                     )
-                if nrows:
-                    yield _batch(labels, qids, indptr, idx, val, columns), ends + pos
+                    if n_bad == 0:
+                        if nrows:
+                            yield _batch(labels, qids, indptr, idx, val, columns), ends + (pos + at)
+                    else:
+                        if line_base is None:
+                            line_base = count_newlines(path, pos)
+                        batch = _batch(labels, qids, indptr, idx, val, columns) if nrows else None
+                        yield from self._with_bad_lines(
+                            path, part, pos + at, line_base + lines, batch, ends, bad
+                        )
+                    at += stop
+                    lines += nlines
+                    if at >= buf.size:
+                        break
                 pos += buf.size
                 if line_base is not None:
-                    line_base += nlines
+                    line_base += lines
         finally:
             stream.close()
+
+    def _with_bad_lines(
+        self,
+        path: str,
+        part: np.ndarray,
+        pos: int,
+        line_base: int,
+        batch: pa.RecordBatch | None,
+        ends: np.ndarray,
+        bad: np.ndarray,
+    ) -> Iterator[Piece]:
+        """Pieces of the rows of `part` (at byte `pos` of the file, after `line_base` lines), with
+        each bad line reported in its place; DataError for the first one without a callback."""
+        done = 0
+        for line, start, stop, code, at in bad.tolist():
+            token = _TOKEN.match(bytes(part[at : at + 256])).group()
+            explanation = _explain(code, token)
+            word = token.decode("utf-8", "replace")
+            if self.on_bad_row is None:
+                raise DataError(explanation, path=path, row=line_base + line + 1, value=word)
+            cut = int(np.searchsorted(ends, start, side="right"))
+            if cut > done:
+                yield batch.slice(done, cut - done), ends[done:cut] + pos
+                done = cut
+            self._report(
+                path,
+                line_base + line + 1,
+                f"malformed token {word!r}: {explanation}",
+                bytes(part[start:stop]),
+            )
+            yield None, pos + min(stop + 1, part.size)
+        if batch is not None and done < batch.num_rows:
+            yield batch.slice(done), ends[done:] + pos

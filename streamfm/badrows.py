@@ -1,0 +1,102 @@
+"""The bad-row policy: `on_bad_rows: fail | skip | quarantine`.
+
+fail stops with the file, row, column, value and reason; skip counts; quarantine appends each bad
+row with its reason to a JSON-lines file. Counts are reported in every run summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from streamfm.errors import DataError
+
+
+class BadRows:
+    """Applies the policy to bad rows found by the sources (BadRow callbacks) and the pipeline."""
+
+    def __init__(self, policy: str, quarantine_path: Path | None) -> None:
+        self.policy = policy
+        self.path = quarantine_path
+        self.skipped = 0
+        self.quarantined = 0
+        self._file = None
+
+    # --- reports
+    def from_source(self, bad) -> None:
+        """Callback for a Source's `on_bad_row` (a streamfm.sources.BadRow)."""
+        self._handle(bad.path, bad.row, bad.column, None, bad.reason, {"text": bad.text})
+
+    def from_batch(
+        self,
+        batch: pa.RecordBatch,
+        mask: np.ndarray,
+        reasons: list[str],
+        columns: list[str | None],
+        path: str | None,
+        first_row: int,
+    ) -> None:
+        """Rows `mask` of `batch` are bad; reasons/columns are per bad row. first_row: 1-based row
+        number of the batch's first row in `path`."""
+        where = np.flatnonzero(mask)
+        records = (
+            batch.filter(pa.array(mask)).to_pylist()
+            if self.policy == "quarantine"
+            else [None] * len(where)
+        )
+        for i, reason, column, record in zip(where, reasons, columns, records, strict=True):
+            value = batch.column(column)[int(i)].as_py() if column in batch.schema.names else None
+            self._handle(path, first_row + int(i), column, value, reason, {"values": record})
+
+    def _handle(self, path, row, column, value, reason, extra: dict[str, Any]) -> None:
+        if self.policy == "fail":
+            hint = " (set source.on_bad_rows: skip or quarantine to go on without such rows)"
+            raise DataError(reason + hint, path=path, row=row, column=column, value=value)
+        if self.policy == "skip":
+            self.skipped += 1
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
+        rec = {
+            "file": path,
+            "row": row,
+            "column": column,
+            "value": value,
+            "reason": reason,
+            **extra,
+        }
+        self._file.write((json.dumps(rec, default=str) + "\n").encode())
+        self.quarantined += 1
+
+    # --- state
+    def sync(self) -> int:
+        """Flush and fsync the quarantine file; returns its length in bytes (0 if none)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        return self.path.stat().st_size if self.path is not None and self.path.exists() else 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "skipped": self.skipped,
+            "quarantined": self.quarantined,
+            "quarantine_bytes": self.sync(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore counters; cut the quarantine file back to what the checkpoint had recorded."""
+        self.skipped, self.quarantined = int(state["skipped"]), int(state["quarantined"])
+        if self.path is not None and self.path.exists():
+            with open(self.path, "r+b") as f:
+                f.truncate(int(state["quarantine_bytes"]))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
