@@ -97,10 +97,12 @@ def train(
         f"{s['rows_quarantined']:,} quarantined; {s['epochs']} epoch(s)) in {s['seconds']:.2f} s, "
         f"{s['rows_per_second'] or 0:,.0f} rows/s; {s['features']:,} features"
     )
-    last = result.history[-1] if result.history else {}
-    shown = {k: v for k, v in last.items() if isinstance(v, float) and k != "seconds"}
+    saved = s.get("model_record") or {}
+    shown = {k: v for k, v in saved.items() if isinstance(v, float) and k != "seconds"}
     if shown:
-        typer.echo("final: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        which = "best" if saved is not (result.history or [None])[-1] else "final"
+        where = f" (epoch {saved['epoch']}, row {saved['rows']:,})" if which == "best" else ""
+        typer.echo(f"{which}{where}: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     if s.get("stopped_early"):
         typer.echo("stopped early: the holdout metric stopped improving")
     typer.echo(f"model: {result.model_path}")

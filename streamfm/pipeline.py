@@ -381,6 +381,15 @@ class Trainer:
             out["best_" + self.spec.validation.metric] = self.best_value
         return out
 
+    def _saved_record(self) -> dict[str, Any]:
+        """The history record of the model being saved: the best one when restored, else the last."""
+        if self.best is not None and self.best_value is not None:
+            key = "holdout_" + self.spec.validation.metric
+            for rec in self.history:
+                if rec.get(key) == self.best_value:
+                    return rec
+        return self.history[-1] if self.history else {}
+
     def _finish(self) -> TrainResult:
         self.learner.check_finite()
         if self.spec.checkpoint.enabled:
@@ -401,7 +410,11 @@ class Trainer:
         return result
 
     def _save(self, interrupted: bool, publish: bool = True) -> TrainResult:
-        summary = {**self._summary(), "interrupted": interrupted}
+        summary = {
+            **self._summary(),
+            "interrupted": interrupted,
+            "model_record": self._saved_record(),
+        }
         self.model.history = self.history
         self.model.summary = summary
         model_path = self.out_dir / self.spec.output.model

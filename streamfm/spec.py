@@ -52,7 +52,11 @@ class ValidationConfig(StrictModel):
     patience: int = Field(
         0, ge=0, description="stop after this many evaluations without improvement (0: never)"
     )
-    restore_best: bool = Field(True, description="keep the model of the best evaluation")
+    restore_best: bool | None = Field(
+        None,
+        description="save the model of the best evaluation rather than the last (default: only "
+        "with early stopping, patience > 0)",
+    )
     cache_rows: int = Field(
         2_000_000,
         ge=0,
@@ -143,6 +147,8 @@ class Spec(StrictModel):
             raise ValueError(
                 f"validation.metric: must be one of {allowed} for {self.task}, got {self.validation.metric!r}"
             )
+        if self.validation.restore_best is None:
+            self.validation.restore_best = self.validation.patience > 0
         if self.source.follow and self.learner.epochs != 1:
             raise ValueError("learner.epochs: must be 1 with source.follow (a stream is read once)")
         if self.target.positive is not None and self.task != "classification":
@@ -178,8 +184,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    # Only explicit [..] / {..} make lists and mappings: "-" (stdin) or "a: b" stay text.
-    if isinstance(value, list | dict) and not raw.strip().startswith(("[", "{")):
+    # YAML decides numbers, booleans, null, and explicit [..] / {..}; anything else is the text as
+    # typed ("-" for stdin, "|" as a delimiter, "a: b"), unless the user quoted it.
+    text = raw.strip()
+    quoted = text[:1] in ("'", '"')
+    if isinstance(value, list | dict) and not text.startswith(("[", "{")):
+        value = raw
+    elif (
+        (isinstance(value, str) or value is None)
+        and not quoted
+        and text.lower() not in ("null", "~", "")
+    ):
         value = raw
     node: Any = data
     for i, key in enumerate(keys[:-1]):
@@ -203,6 +218,14 @@ def _list_index(node: list, key: str, path: list[str]) -> int:
     except (ValueError, IndexError):
         raise SpecError(f"--set: {'.'.join(path)}: not an index of a list of {len(node)}") from None
     return i
+
+
+def _unshare(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _unshare(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unshare(v) for v in node]
+    return node
 
 
 def parse_spec(data: dict[str, Any], *, name: str = "run", origin: str = "spec") -> Spec:
@@ -239,6 +262,8 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Sp
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    # YAML anchors make several keys share one object: copy so that --set changes one key only.
+    data = _unshare(data)
     for assignment in overrides or []:
         apply_override(data, assignment)
     return parse_spec(data, name=path.stem, origin=str(path))

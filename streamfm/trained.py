@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from streamfm.config import SourceConfig
 from streamfm.csr import CSRChunk
 from streamfm.errors import DataError, SpecError
-from streamfm.features.arrow import as_float, as_string_keys
+from streamfm.features.arrow import as_float, as_string_keys, dictionary_codes
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.learners.sgd import SGDLearner
 from streamfm.metrics import make_metric
@@ -58,13 +58,9 @@ def target_values(
         y = as_float(col, target.column, "target")
     except DataError:
         # Text that is not a number: find the rows, one distinct value at a time.
-        text = as_string_keys(col)
-        enc = pc.dictionary_encode(text)
-        values = np.array([_to_float(v) for v in enc.dictionary.to_pylist()], dtype=np.float64)
-        codes = enc.indices
-        y = np.full(len(col), np.nan)
-        ok = codes.is_valid().to_numpy(zero_copy_only=False)
-        y[ok] = values[codes.to_numpy(zero_copy_only=False)[ok]]
+        codes, uniques = dictionary_codes(as_string_keys(col))
+        values = np.array([_to_float(v) for v in uniques] + [np.nan], dtype=np.float64)
+        y = values[codes]  # code -1 (missing) picks the trailing NaN
     bad = ~np.isfinite(y)
     reason = "the target is missing or not a finite number"
     if task == "classification":

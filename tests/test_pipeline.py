@@ -254,7 +254,7 @@ def test_a_spec_with_every_builtin_builder(tmp_path):
                 "features": features,
                 "model": {"k": 4},
                 "learner": {"optimizer": "adagrad", "learning_rate": 0.05, "epochs": 2},
-                "validation": {"source": {"path": str(paths["test"])}},
+                "validation": {"source": {"path": str(paths["test"])}, "restore_best": True},
                 "output": {"dir": str(tmp_path / name)},
             }
         )

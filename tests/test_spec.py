@@ -92,3 +92,19 @@ def test_starter_spec_is_valid(tmp_path):
     path.write_text(STARTER_SPEC)
     spec = load_spec(path)
     assert spec.target.column == "rating" and len(spec.features) == 2
+
+
+def test_set_changes_one_key_even_with_yaml_anchors(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        "source: {path: a.csv, csv: &c {delimiter: ';'}}\n"
+        "target: y\nfeatures: [{type: categorical, columns: [u]}]\n"
+        "validation: {source: {path: b.csv, csv: *c}}\n"
+    )
+    spec = load_spec(path, ["validation.source.csv.delimiter=|"])
+    assert spec.source.csv.delimiter == ";" and spec.validation.source.csv.delimiter == "|"
+
+
+def test_restore_best_defaults_to_early_stopping():
+    assert parse_spec({**BASE}).validation.restore_best is False
+    assert parse_spec({**BASE, "validation": {"patience": 2}}).validation.restore_best is True

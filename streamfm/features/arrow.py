@@ -81,6 +81,16 @@ def flatten_list(col: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return indptr, flat
 
 
+def dictionary_codes(values: pa.Array) -> tuple[np.ndarray, list]:
+    """(int64 code per row, -1 for nulls; the distinct values as Python objects, in order of
+    first appearance): the per-chunk "look up distinct values only" primitive."""
+    enc = pc.dictionary_encode(values)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, enc.dictionary.to_pylist()
+
+
 def ragged_block_parts(
     indptr: np.ndarray, keys: pa.Array, weights: np.ndarray | None, normalize: str
 ) -> tuple[np.ndarray, pa.Array, np.ndarray]:

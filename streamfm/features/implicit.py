@@ -23,7 +23,13 @@ from pydantic import Field, model_validator
 
 from streamfm.config import SourceConfig
 from streamfm.errors import DataError
-from streamfm.features.arrow import as_string_keys, column, flatten_list, ragged_block_parts
+from streamfm.features.arrow import (
+    as_string_keys,
+    column,
+    dictionary_codes,
+    flatten_list,
+    ragged_block_parts,
+)
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 
 
@@ -56,18 +62,16 @@ class Vocabulary:
 
     def lookup(self, values: pa.Array, grow: bool) -> np.ndarray:
         """int64 index of every value (-1 for nulls, and for new values when not growing)."""
-        enc = pc.dictionary_encode(values)
-        codes = enc.indices
-        out = np.empty(len(enc.dictionary), dtype=np.int64)
-        for j, v in enumerate(enc.dictionary.to_pylist()):
+        codes, uniques = dictionary_codes(values)
+        out = np.empty(len(uniques) + 1, dtype=np.int64)
+        out[-1] = -1  # code -1 (null) lands here
+        for j, v in enumerate(uniques):
             i = self.index.get(v, -1)
             if i < 0 and grow:
                 i = self.index[v] = len(self.keys)
                 self.keys.append(v)
             out[j] = i
-        idx = np.full(len(values), -1, dtype=np.int64)
-        valid = codes.is_valid().to_numpy(zero_copy_only=False)
-        idx[valid] = out[codes.to_numpy(zero_copy_only=False)[valid]]
+        idx = out[codes]
         return idx
 
 

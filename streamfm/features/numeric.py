@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from streamfm.errors import DataError
-from streamfm.features.arrow import as_float, column
+from streamfm.features.arrow import as_float, column, dictionary_codes
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 
 
@@ -68,14 +68,9 @@ class NumericBuilder(FeatureBuilder):
         for name in self.params.columns:
             col = column(batch, name, self.name)
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                enc = pc.dictionary_encode(pc.utf8_trim_whitespace(col))
-                bad_value = np.array(
-                    [not _is_number(v) for v in enc.dictionary.to_pylist()], dtype=bool
-                )
-                codes = enc.indices
-                valid = codes.is_valid().to_numpy(zero_copy_only=False)
-                mask = np.zeros(len(col), dtype=bool)
-                mask[valid] = bad_value[codes.to_numpy(zero_copy_only=False)[valid]]
+                codes, uniques = dictionary_codes(pc.utf8_trim_whitespace(col))
+                bad_value = np.array([not _is_number(v) for v in uniques] + [False], dtype=bool)
+                mask = bad_value[codes]
                 if mask.any():
                     out.append((mask, name, f"feature builder '{self.name}': not a number"))
                     continue

@@ -251,8 +251,7 @@ def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch
     end: int | None = None
     for batch, ends in pieces:
         if batch is None:
-            if held_rows:
-                end = int(ends)
+            pass
             continue
         n = batch.num_rows
         at = 0

@@ -1,7 +1,10 @@
 """CSV / TSV reader: pyarrow's streaming `open_csv`, with exact resume by data-row count.
 
 pyarrow's `skip_rows_after_names` counts physical lines (blank lines too) and ignores quotes, so a
-resume skips its rows with `_csv_skip`, a compiled scanner that splits records as pyarrow does.
+resume skips its rows with `_records.RecordScanner`, a compiled scanner that splits records as
+pyarrow does. With `on_bad_row` set, records of the wrong column count are skipped by pyarrow's
+`invalid_row_handler`; the same scanner finds where they were, so that each is reported between
+the rows around it and a resume steps over the same records (`_records.BadRecords`).
 
 `csv.skip_lines` and `csv.trim_whitespace` are applied to the bytes before pyarrow sees them
 (`_TextFilter`), so that type inference, null values, resume and error lines all see the same text.
@@ -22,6 +25,7 @@ from numba import njit
 
 from streamfm.errors import DataError, SpecError
 from streamfm.sources._io import STDIN, ChainStream, open_stream, stdin_stream
+from streamfm.sources._records import BadRecords, RecordScanner, Tee
 from streamfm.sources.base import Piece, Source, check_columns, split_extension
 
 # Bigger blocks infer types from more rows and parse faster; 4 MiB keeps memory modest.
@@ -31,70 +35,6 @@ _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+): ?(.*)", re.S)
 _CONVERSION = re.compile(
     r"In CSV column #(\d+): CSV conversion error to ([^:]+): invalid value '(.*)'", re.S
 )
-
-
-@njit(cache=True)
-def _csv_skip(
-    buf: np.ndarray, start: int, need: int, delim: int, quote: int, state: np.ndarray
-) -> tuple:
-    """Step over up to `need` non-empty records of buf[start:], the way pyarrow splits them.
-
-    A quote opens a quoted part only at the start of a field; inside it a doubled quote is a
-    literal quote; CR, LF and CRLF end records outside quotes. `state` carries across blocks:
-    [in_quote (0 no, 1 yes, 2 quote seen inside), at_field_start, record_has_bytes, after_cr,
-    physical lines]. Returns (records stepped over, index after the last one or buf.size).
-    """
-    n = buf.size
-    i = start
-    done = 0
-    inq = state[0]
-    fstart = state[1]
-    nonempty = state[2]
-    after_cr = state[3]
-    lines = state[4]
-    while i < n and done < need:
-        c = np.int64(buf[i])
-        i += 1
-        if after_cr:
-            after_cr = 0
-            if c == 10:
-                continue
-        if inq == 2:
-            if c == quote:
-                inq = 1
-                continue
-            inq = 0
-        if inq == 1:
-            if c == quote:
-                inq = 2
-            elif c == 10 or c == 13:
-                lines += 1
-                after_cr = 1 if c == 13 else 0
-            continue
-        if c == 10 or c == 13:
-            lines += 1
-            after_cr = 1 if c == 13 else 0
-            if nonempty:
-                done += 1
-            nonempty = 0
-            fstart = 1
-            continue
-        nonempty = 1
-        if fstart and c == quote:
-            inq = 1
-            fstart = 0
-            continue
-        fstart = 1 if c == delim else 0
-    if done == need and after_cr and i < n and buf[i] == 10:
-        # Take the LF of a CRLF with its record so the rest starts on a fresh line.
-        i += 1
-        after_cr = 0
-    state[0] = inq
-    state[1] = fstart
-    state[2] = nonempty
-    state[3] = after_cr
-    state[4] = lines
-    return done, i
 
 
 @njit(cache=True)
@@ -222,6 +162,10 @@ class _TextFilter(io.RawIOBase):
         super().close()
 
 
+def _skip(row: Any) -> str:
+    return "skip"
+
+
 def _parse_types(types: dict[str, str]) -> dict[str, pa.DataType]:
     out = {}
     for name, alias in types.items():
@@ -244,7 +188,8 @@ def _is_number(text: str) -> bool:
 
 
 class CsvSource(Source):
-    """CSV / TSV files; Position.offset is 0 and Position.row the data rows consumed."""
+    """CSV / TSV files; Position.row counts the good data rows consumed, Position.offset the bad
+    records right after them that were already reported (0 without bad rows): see Position."""
 
     format = "csv"
 
@@ -253,9 +198,6 @@ class CsvSource(Source):
         self.block_size = CSV_BLOCK
         self._types = _parse_types(self.config.csv.column_types)
         self._stable: dict[str, pa.DataType] | None = None
-        # Bad-row policy hook (skip / quarantine comes later): None makes every bad row an error.
-        # A handler that skips rows must also make resume skip them: `_csv_skip` counts records.
-        self.invalid_row_handler: Callable[[Any], str] | None = None
 
     # -- options ----------------------------------------------------------------------------------
 
@@ -300,7 +242,11 @@ class CsvSource(Source):
             block_size=self.block_size, autogenerate_column_names=not opts.header
         )
 
-    def _parse_options(self, path: str) -> pacsv.ParseOptions:
+    def _parse_options(
+        self, path: str, handler: Callable[[Any], str] | None = None
+    ) -> pacsv.ParseOptions:
+        """Parsing of `path`; `handler` decides about records of the wrong column count (None:
+        an error)."""
         quote = self.config.csv.quote_char
         return pacsv.ParseOptions(
             delimiter=self._delimiter(path),
@@ -309,8 +255,14 @@ class CsvSource(Source):
             # Quoted values may span lines; pyarrow's chunker must then track quotes.
             newlines_in_values=quote is not None,
             ignore_empty_lines=True,
-            invalid_row_handler=self.invalid_row_handler,
+            invalid_row_handler=handler,
         )
+
+    def _skipping(self) -> Callable[[Any], str] | None:
+        """An invalid_row_handler for reads that only look (schema, column names): with
+        `on_bad_row` set, bad records are skipped silently there (reported when the data is read).
+        """
+        return _skip if self.on_bad_row is not None else None
 
     def _convert_options(
         self, columns: list[str] | None, types: dict[str, pa.DataType]
@@ -344,7 +296,7 @@ class CsvSource(Source):
             path = self.files[0]
             ro, po, co = (
                 self._read_options(),
-                self._parse_options(path),
+                self._parse_options(path, self._skipping()),
                 self._convert_options(None, self._types),
             )
             if path == STDIN:
@@ -376,97 +328,144 @@ class CsvSource(Source):
     def _read_file(
         self, index: int, path: str, columns: list[str] | None, offset: int, row: int
     ) -> Iterator[Piece]:
-        good = row  # data rows of this file known to parse, for locating an error
+        good = row  # good data rows of this file known to parse, for locating an error
+        bad: BadRecords | None = None
         try:
-            if row == 0:
+            if row == 0 and offset == 0:
                 types = self._stable_types() if index > 0 else self._types
                 source = self._input(path)
+                if self.on_bad_row is not None:
+                    tee = None
+                    if path == STDIN:
+                        # Standard input cannot be read twice: the scanner reads a copy.
+                        source = tee = Tee(source)
+                    bad = self._bad_records(path, 0, 0, tee)
                 reader = pacsv.open_csv(
                     source,
                     read_options=self._read_options(),
-                    parse_options=self._parse_options(path),
+                    parse_options=self._parse_options(path, bad.handler if bad else None),
                     convert_options=self._convert_options(columns, types),
                 )
             else:
-                reader = self._open_resumed(path, columns, row)
+                reader, bad = self._open_resumed(path, columns, row, offset)
                 if reader is None:
                     return
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
+                    batch = None
+                if bad is not None:
+                    # The rows with the records pyarrow skipped reported in their place.
+                    yield from bad.place(batch)
+                if batch is None:
                     return
                 good += batch.num_rows
-                if batch.num_rows:
+                if bad is None and batch.num_rows:
                     yield batch, None
         except (pa.ArrowInvalid, pa.ArrowKeyError) as e:
             if "Empty CSV file" in str(e):
                 return
             raise self._error(e, path, good, columns) from e
+        finally:
+            if bad is not None:
+                bad.close()
 
     # -- resume -----------------------------------------------------------------------------------
 
-    def _skip_records(self, stream: Any, path: str, need: int) -> tuple[int, bytes, bytes, int]:
-        """Step `stream` over `need` records: (records done, first record's bytes, rest of the block,
-        physical lines stepped over)."""
-        quote = self.config.csv.quote_char
-        q = ord(quote) if quote is not None else -1
-        d = ord(self._delimiter(path))
-        state = np.array([0, 1, 0, 0, 0], dtype=np.int64)
-        done = 0
-        head = bytearray()
-        rest = b""
-        while done < need:
-            data = stream.read(self.block_size)
-            if not data:
-                if state[2]:  # a last record without a final newline
-                    done += 1
-                break
-            buf = np.frombuffer(data, dtype=np.uint8)
-            at = 0
-            if done == 0:
-                got, at = _csv_skip(buf, 0, 1, d, q, state)
-                head += data[:at]
-                done += got
-            if done and done < need:
-                got, at = _csv_skip(buf, at, need - done, d, q, state)
-                done += got
-            if done == need:
-                rest = data[at:]
-        return done, bytes(head), rest, int(state[4])
+    def _scanner(
+        self, stream: Any, path: str, at_end: Callable[[], bool] | None = None
+    ) -> RecordScanner:
+        return RecordScanner(
+            stream, self._delimiter(path), self.config.csv.quote_char, self.block_size, at_end
+        )
+
+    def _skip_to(
+        self, sc: RecordScanner, row: int, extra: int, head: bytearray | None = None
+    ) -> bool:
+        """Step `sc` over the header, `row` good data records (and the bad ones among them), then
+        `extra` more records; the first record goes to `head`. False if the data is shorter.
+        """
+        opts = self.config.csv
+        names = len(opts.column_names) if opts.column_names else None
+        if row == 0 and extra == 0 and not opts.header:
+            sc.expected = names if names is not None else -1
+            return True
+        if not sc.start(opts.header, names, head):
+            return row == 0 and extra == 0
+        need = row - sc.good
+        return (need <= 0 or sc.good_records(need) == need) and sc.records(extra) == extra
+
+    def _bad_records(
+        self, path: str, row: int, extra: int, tee: Tee | None, sc: RecordScanner | None = None
+    ) -> BadRecords:
+        """The bad-record bookkeeping of a read of `path` that starts after `row` good data rows
+        and `extra` more records; `sc`, scanned that far, is reused for standard input."""
+        opts = self.config.csv
+
+        def scanner() -> RecordScanner:
+            if tee is None:  # a file: scan it again, from the start
+                stream = self._wrap(open_stream(path), path)
+                again = self._scanner(stream, path)
+                if not self._skip_to(again, row, extra):
+                    raise DataError(
+                        "cannot place the rows skipped as invalid: the file changed", path=path
+                    )
+                return again
+            if sc is not None:
+                sc.follow(tee.copy, tee.copy.at_end)
+                return sc
+            fresh = self._scanner(tee.copy, path, tee.copy.at_end)
+            fresh.start(opts.header, len(opts.column_names) if opts.column_names else None)
+            return fresh
+
+        def report(line: int, reason: str, text: str | None) -> None:
+            self._report(path, line, reason, text)
+
+        return BadRecords(path, row, extra, opts.skip_lines, scanner, report, tee)
 
     def _open_resumed(
-        self, path: str, columns: list[str] | None, row: int
-    ) -> pacsv.CSVStreamingReader | None:
-        """A reader positioned at data row `row` of `path` (None when nothing is left)."""
+        self, path: str, columns: list[str] | None, row: int, extra: int
+    ) -> tuple[pacsv.CSVStreamingReader | None, BadRecords | None]:
+        """A reader positioned after data row `row` of `path` and `extra` more records (None when
+        nothing is left), with its bad-record bookkeeping when `on_bad_row` is set."""
         opts = self.config.csv
-        header = 1 if opts.header else 0
         stream = self._wrap(open_stream(path), path)
-        done, head, rest, _ = self._skip_records(stream, path, header + row)
-        if done < header + row:
+        sc = self._scanner(stream, path)
+        head = bytearray()
+        if not self._skip_to(sc, row, extra, head):
             raise DataError(
-                f"cannot resume at data row {row}: the file has only {max(done - header, 0)}",
+                f"cannot resume at data row {row} (then {extra} more records): the file has "
+                f"only {sc.good} good data rows",
                 path=path,
             )
         if opts.column_names:
             names = list(opts.column_names)
         else:
             names = pacsv.open_csv(
-                pa.BufferReader(head),
+                pa.BufferReader(bytes(head)),
                 read_options=pacsv.ReadOptions(autogenerate_column_names=not opts.header),
                 parse_options=self._parse_options(path),
             ).schema.names
+        source: Any = ChainStream(sc.rest(), stream)
+        bad = None
+        if self.on_bad_row is not None:
+            tee = None
+            if path == STDIN:
+                source = tee = Tee(source)
+            bad = self._bad_records(path, row, extra, tee, sc)
         try:
-            return pacsv.open_csv(
-                ChainStream(rest, stream),
+            reader = pacsv.open_csv(
+                source,
                 read_options=self._read_options(names),
-                parse_options=self._parse_options(path),
+                parse_options=self._parse_options(path, bad.handler if bad else None),
                 convert_options=self._convert_options(columns, self._stable_types()),
             )
         except pa.ArrowInvalid as e:
             if "Empty CSV file" in str(e):
-                return None
+                return None, None
             raise
+        return reader, bad
 
     # -- errors -----------------------------------------------------------------------------------
 
@@ -481,7 +480,7 @@ class CsvSource(Source):
             return pacsv.open_csv(
                 self._input(path),
                 read_options=self._read_options(),
-                parse_options=self._parse_options(path),
+                parse_options=self._parse_options(path, self._skipping()),
                 convert_options=pacsv.ConvertOptions(column_types={}),
             ).schema.names
         except (pa.ArrowInvalid, OSError):
@@ -495,14 +494,14 @@ class CsvSource(Source):
         if path == STDIN:
             return None
         opts = self.config.csv
-        header = 1 if opts.header else 0
         try:
             stream = self._wrap(open_stream(path), path)
-            done, _, rest, lines = self._skip_records(stream, path, header + good)
-            if done < header + good:
+            sc = self._scanner(stream, path)
+            if not self._skip_to(sc, good, 0):
                 return None
+            lines = sc.lines
             text = io.TextIOWrapper(
-                io.BufferedReader(ChainStream(rest, stream)),
+                io.BufferedReader(ChainStream(sc.rest(), stream)),
                 encoding="utf-8",
                 errors="replace",
                 newline="",
@@ -550,7 +549,12 @@ class CsvSource(Source):
             k, typ, value = int(m.group(1)), m.group(2).strip(), m.group(3)
             names = self._file_columns(path)
             column = names[k] if k < len(names) else f"#{k + 1}"
-            line = self._locate(path, good, lambda rec: len(rec) > k and rec[k] == value)
+            width = len(names)  # records of another width were skipped as bad, if any
+
+            def bad(rec: list[str]) -> bool:
+                return len(rec) > k and rec[k] == value and (not width or len(rec) == width)
+
+            line = self._locate(path, good, bad)
             hint = "float64" if _is_number(value) else "string"
             return DataError(
                 f"cannot convert to {typ} (the type comes from the first rows read); "

@@ -141,21 +141,29 @@ class JsonlSource(Source):
             stream = open_stream(path)
             if path == STDIN:
                 stream.record()
+            schema = None
             try:
-                block = next(line_blocks(stream, self.block_size), None)
+                # The first block holding an object (blank or bad lines may fill the first ones).
+                line_base = 0
+                for block in line_blocks(stream, self.block_size):
+                    schema = self._infer(block, path, line_base)
+                    if schema is not None:
+                        break
+                    line_base += int(_line_rows(np.frombuffer(block, dtype=np.uint8))[2])
             finally:
                 if path == STDIN:
                     stream.rewind()
                 else:
                     stream.close()
-            self._schema = self._infer(block, path) if block is not None else pa.schema([])
+            self._schema = schema if schema is not None else pa.schema([])
         return self._schema
 
-    def _infer(self, block: Any, path: str) -> pa.Schema:
+    def _infer(self, block: Any, path: str, line_base: int = 0) -> pa.Schema | None:
+        """Schema of the objects in `block` (after `line_base` lines); None if it holds none."""
         buf = np.frombuffer(block, dtype=np.uint8)
         ends, lines, _, odd = _line_rows(buf)
         if not len(ends):
-            return pa.schema([])
+            return None
         failure = None
         if not odd:
             try:
@@ -167,16 +175,19 @@ class JsonlSource(Source):
         if bad and self.on_bad_row is None:
             k = min(bad)
             raise DataError(
-                bad[k], path=path, row=int(lines[k]) + 1, value=_value(data[starts[k] : ends[k]])
+                bad[k],
+                path=path,
+                row=line_base + int(lines[k]) + 1,
+                value=_value(data[starts[k] : ends[k]]),
             )
         keep = [k for k in range(len(ends)) if k not in bad]
         if not keep:
-            return pa.schema([])
+            return None
         good = _kept(data, starts, ends, keep) if bad else data
         try:
             return _read(good, None, len(good) + 1).schema
         except pa.ArrowInvalid as e:
-            raise self._error(e, good, path, 0, lines[keep], None) from (failure or e)
+            raise self._error(e, good, path, line_base, lines[keep], None) from (failure or e)
 
     def _read_file(
         self, index: int, path: str, columns: list[str] | None, offset: int, row: int
@@ -200,7 +211,9 @@ class JsonlSource(Source):
                         # head of the block tells which fields the file has.
                         head = bytes(block[:_PARSE_BLOCK])
                         head = head[: head.rfind(b"\n") + 1] or head
-                        check_columns(path, columns, self._infer(head, path).names)
+                        found = self._infer(head, path)
+                        if found is not None:
+                            check_columns(path, columns, found.names)
                     first = False
                     table = None
                     if not odd:
