@@ -180,22 +180,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     keys = [k for k in path.strip().split(".") if k]
     if not keys:
         raise SpecError(f"--set {assignment!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    # YAML decides numbers, booleans, null, and explicit [..] / {..}; anything else is the text as
-    # typed ("-" for stdin, "|" as a delimiter, "a: b"), unless the user quoted it.
-    text = raw.strip()
-    quoted = text[:1] in ("'", '"')
-    if isinstance(value, list | dict) and not text.startswith(("[", "{")):
-        value = raw
-    elif (
-        (isinstance(value, str) or value is None)
-        and not quoted
-        and text.lower() not in ("null", "~", "")
-    ):
-        value = raw
+    value = _typed(raw)
     node: Any = data
     for i, key in enumerate(keys[:-1]):
         if isinstance(node, list):
@@ -209,6 +194,22 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node[_list_index(node, last, keys)] = value
     else:
         node[last] = value
+
+
+def _typed(raw: str) -> Any:
+    """A --set value: YAML decides numbers, booleans, null and explicit [..] / {..}; anything else
+    is the text as typed ("-" for stdin, "|" as a delimiter, "a: b"), unless the user quoted it."""
+    text = raw.strip()
+    try:
+        value = yaml.safe_load(raw) if text else ""
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, list | dict):
+        return value if text.startswith(("[", "{")) else raw
+    if isinstance(value, str) or value is None:
+        quoted = text[:1] in ("'", '"')
+        return value if quoted or text.lower() in ("null", "~", "") else raw
+    return value
 
 
 def _list_index(node: list, key: str, path: list[str]) -> int:
