@@ -56,7 +56,14 @@ class FMParams:
 
     def initial_factors(self, ids: np.ndarray) -> np.ndarray:
         """Initial V rows for feature `ids`: N(0, init_std²), a function of (seed, id) only."""
-        return (self.init_std * normal_by_id(self.seed, ids, self.k)).astype(PARAM_DTYPE)
+        ids = np.asarray(ids)
+        out = np.empty((len(ids), self.k), dtype=PARAM_DTYPE)
+        # In blocks: the hashing makes several float64/uint64 temporaries per value.
+        block = max(1, (1 << 20) // max(self.k, 1))
+        for start in range(0, len(ids), block):
+            part = ids[start : start + block]
+            out[start : start + len(part)] = self.init_std * normal_by_id(self.seed, part, self.k)
+        return out
 
     def _grow_to(self, capacity: int) -> None:
         old = self.capacity
@@ -64,7 +71,10 @@ class FMParams:
             return
         new_ids = np.arange(old, capacity, dtype=np.int64)
         self.w = np.concatenate([self.w, np.zeros(capacity - old, dtype=PARAM_DTYPE)])
-        self.V = np.concatenate([self.V, self.initial_factors(new_ids)])
+        V = np.empty((capacity, self.k), dtype=PARAM_DTYPE)
+        V[:old] = self.V
+        V[old:] = self.initial_factors(new_ids)
+        self.V = V
         self.group = np.concatenate([self.group, np.zeros(capacity - old, dtype=np.int32)])
         if self.adagrad:
             fill = self.adagrad_init

@@ -132,6 +132,17 @@ class Trainer:
         size = self.spec.learner.shuffle_buffer
         return ShuffleWindow(size, self.spec.model.seed, self.epoch) if size else None
 
+    def _source_rows(self) -> int | None:
+        """Rows per epoch when the files say so without reading them (Parquet), for the ETA."""
+        if self.spec.source.follow or self.spec.source.path == STDIN:
+            return None
+        try:
+            from streamfm.sources import open_source
+
+            return open_source(self.spec.source).total_rows()
+        except Exception:  # noqa: BLE001 - only an estimate; reading reports real problems
+            return None
+
     def request_stop(self) -> None:
         """Finish the current chunk, write a checkpoint and return (used by signal handlers)."""
         self._stop.set()
@@ -141,6 +152,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self._restore_latest()
+        self._known_rows = self._source_rows()
         self._start = time.perf_counter()
         self._last_ckpt_time = time.monotonic()
         self._last_ckpt_rows = self.rows_learnt
@@ -264,7 +276,7 @@ class Trainer:
     def _progress_event(self, now: float) -> dict[str, Any]:
         seconds = max(now - self._start, 1e-9)
         epochs = self.spec.learner.epochs
-        per_epoch = self.rows_read if self.epoch > 0 else None
+        per_epoch = self.rows_read if self.epoch > 0 else self._known_rows
         rate = self.rows_learnt / seconds
         eta = (
             max(per_epoch * epochs - self.rows_learnt, 0) / rate if per_epoch and rate > 0 else None

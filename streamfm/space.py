@@ -105,8 +105,8 @@ class FeatureSpace:
             enc = enc.combine_chunks()
         codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         uniques = enc.dictionary.to_pylist()
-        vocab = self._vocab[g]
-        uid = np.fromiter((vocab.get(u, -1) for u in uniques), dtype=np.int64, count=len(uniques))
+        get = self._vocab[g].get
+        uid = np.array([get(u, -1) for u in uniques], dtype=np.int64)
         new_u = np.flatnonzero(uid < 0)
         ids = uid[codes]
         if not new_u.size:

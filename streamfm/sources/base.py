@@ -251,7 +251,8 @@ def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch
     end: int | None = None
     for batch, ends in pieces:
         if batch is None:
-            pass
+            if held_rows:
+                end = int(ends)
             continue
         n = batch.num_rows
         at = 0
