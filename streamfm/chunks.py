@@ -14,14 +14,24 @@ from streamfm.errors import CheckpointError
 from streamfm.rng import permutation
 
 
+def gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` of a CSR structure with row pointers `indptr`; a row number < 0 gives an empty row.
+
+    Returns (new indptr, position in the old non-zero arrays of every new non-zero).
+    """
+    present = rows >= 0
+    r = np.where(present, rows, 0)
+    starts = indptr[r]
+    lengths = np.where(present, indptr[r + 1] - starts, 0)
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    # A non-zero's source: its row's start plus its offset within the row.
+    return out, np.repeat(starts - out[:-1], lengths) + np.arange(out[-1])
+
+
 def take_rows(chunk: CSRChunk, rows: np.ndarray) -> CSRChunk:
     """The chunk's rows `rows` (int64 row numbers), in that order."""
-    starts, stops = chunk.indptr[rows], chunk.indptr[rows + 1]
-    lengths = stops - starts
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    # Position of every output non-zero in the input: its row's start plus its offset in the row.
-    src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+    indptr, src = gather(chunk.indptr, rows)
     return CSRChunk(indptr, chunk.indices[src], chunk.values[src])
 
 

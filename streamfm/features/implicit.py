@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from numba import njit
 from pydantic import Field, model_validator
 
+from streamfm.chunks import gather
 from streamfm.config import SourceConfig
 from streamfm.errors import DataError
 from streamfm.features.arrow import (
@@ -179,12 +180,7 @@ class ImplicitBuilder(FeatureBuilder):
         rows = self.keys.lookup(
             as_string_keys(column(batch, self.params.key, self.name)), grow=False
         )
-        present = rows >= 0
-        r = np.where(present, rows, 0)
-        lengths = np.where(present, t_indptr[r + 1] - t_indptr[r], 0)
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        src = np.repeat(t_indptr[r] - indptr[:-1], lengths) + np.arange(indptr[-1])
+        indptr, src = gather(t_indptr, rows)
         return self._block(indptr, t_items[src])
 
     def _load_table(self) -> None:

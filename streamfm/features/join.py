@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from streamfm.chunks import gather
 from streamfm.config import SourceConfig
 from streamfm.errors import DataError, SpecError
 from streamfm.features.arrow import as_string_keys, column
@@ -69,12 +70,7 @@ class JoinBuilder(FeatureBuilder):
         rows = self.rows.lookup(
             as_string_keys(column(batch, self.params.key, self.name)), grow=False
         )
-        present = rows >= 0
-        r = np.where(present, rows, 0)
-        lengths = np.where(present, t_indptr[r + 1] - t_indptr[r], 0)
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        src = np.repeat(t_indptr[r] - indptr[:-1], lengths) + np.arange(indptr[-1])
+        indptr, src = gather(t_indptr, rows)
         return Block(indptr, t_values[src], keys=pa.array(t_ids[src].astype(np.int64)))
 
     def _load_table(self) -> None:
