@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from streamfm.csr import MAX_FEATURE_ID, CSRChunk
 from streamfm.errors import DataError
 from streamfm.features.base import Block
+from streamfm.keyindex import KeyIndex
 
 # Id given to keys never seen in training when predicting: the prediction kernel ignores ids at or
 # beyond the number of seen features, so such non-zeros contribute nothing.
@@ -29,9 +29,7 @@ class FeatureSpace:
         self.n_ids = 0
         self.groups: list[str] = []
         self.reserved: list[tuple[int, int]] = []  # per group: (base id, size)
-        self._vocab: list[dict[Any, int]] = []  # per group: key -> id
-        self._vocab_ids: list[list[int]] = []  # per group: ids in allocation order
-        self._vocab_keys: list[list[Any]] = []  # per group: keys in allocation order
+        self._index: list[KeyIndex] = []  # per group: key -> id (and keys, ids in allocation order)
         self.id_group = np.zeros(0, dtype=np.int32)
 
     # --- groups
@@ -41,9 +39,7 @@ class FeatureSpace:
             raise ValueError(f"feature group {name!r} exists already")
         g = len(self.groups)
         self.groups.append(name)
-        self._vocab.append({})
-        self._vocab_ids.append([])
-        self._vocab_keys.append([])
+        self._index.append(KeyIndex())
         base = self._allocate(reserve, g)
         self.reserved.append((base, int(reserve)))
         return g
@@ -62,7 +58,7 @@ class FeatureSpace:
 
     def vocabulary_size(self, group: int) -> int:
         """Number of keys seen for `group`."""
-        return len(self._vocab_ids[group])
+        return len(self._index[group])
 
     # --- mapping
     def to_chunk(self, blocks: list[Block], groups: list[int], *, training: bool) -> CSRChunk:
@@ -94,57 +90,40 @@ class FeatureSpace:
         return _merge(blocks, mapped, n_rows)
 
     def _lookup(self, keys, g: int):
-        """Ids of known keys (-1 for new ones) and, if any are new, their uniques and positions."""
+        """Ids of known keys (-1 for new ones) and, if any are new, what allocating them needs."""
         arr = keys if isinstance(keys, pa.Array) else pa.array(keys)
         if arr.null_count:
             raise ValueError(f"builder {self.groups[g]!r} emitted null keys")
-        if len(arr) == 0:
-            return np.zeros(0, dtype=np.int64), None
-        enc = pc.dictionary_encode(arr)
-        if isinstance(enc, pa.ChunkedArray):
-            enc = enc.combine_chunks()
-        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        uniques = enc.dictionary.to_pylist()
-        get = self._vocab[g].get
-        uid = np.array([get(u, -1) for u in uniques], dtype=np.int64)
-        new_u = np.flatnonzero(uid < 0)
-        ids = uid[codes]
-        if not new_u.size:
-            return ids, None
-        _, first = np.unique(codes, return_index=True)  # first nz position of each unique code
-        return ids, (codes, uid, new_u, first[new_u], uniques)
+        found = self._index[g].lookup(arr)
+        if not len(found.first):
+            return found.ids, None
+        return found.ids, (arr, found)
 
     def _allocate_new(self, blocks, mapped, pending, training: bool) -> None:
         if not training:
-            for b, _g, codes, uid, new_u, _first, _uniq in pending:
-                uid[new_u] = UNSEEN_ID
-                mapped[b] = uid[codes]
+            for b, _g, _arr, found in pending:
+                mapped[b] = np.where(found.label >= 0, UNSEEN_ID, found.ids)
             return
         # Order of first sight in a row-by-row read: (row, block, position in row).
-        rows, blk, pos, owner = [], [], [], []
-        for n, (b, _g, _codes, _uid, new_u, first, _uniq) in enumerate(pending):
+        rows, blk, pos = [], [], []
+        for b, _g, _arr, found in pending:
             indptr = blocks[b].indptr
-            r = np.searchsorted(indptr, first, side="right") - 1
+            r = np.searchsorted(indptr, found.first, side="right") - 1
             rows.append(r)
-            pos.append(first - indptr[r])
-            blk.append(np.full(len(new_u), b))
-            owner.append(np.stack([np.full(len(new_u), n), np.arange(len(new_u))], axis=1))
+            pos.append(found.first - indptr[r])
+            blk.append(np.full(len(r), b))
         order = np.lexsort((np.concatenate(pos), np.concatenate(blk), np.concatenate(rows)))
-        owner_all = np.concatenate(owner)[order]
         base = self.n_ids
-        groups_new = np.array([pending[n][1] for n in owner_all[:, 0]], dtype=np.int32)
         self._allocate(len(order), 0)
-        self.id_group[base : base + len(order)] = groups_new
-        new_ids = base + np.arange(len(order))
-        for (n, j), fid in zip(owner_all.tolist(), new_ids.tolist(), strict=True):
-            _b, g, _codes, uid, new_u, _first, uniques = pending[n]
-            key = uniques[new_u[j]]
-            uid[new_u[j]] = fid
-            self._vocab[g][key] = fid
-            self._vocab_ids[g].append(fid)
-            self._vocab_keys[g].append(key)
-        for b, _g, codes, uid, _new_u, _first, _uniq in pending:
-            mapped[b] = uid[codes]
+        new_ids = np.empty(len(order), dtype=np.int64)
+        new_ids[order] = base + np.arange(len(order))  # ids of the new keys, block by block
+        start = 0
+        for b, g, arr, found in pending:
+            count = len(found.first)
+            ids = new_ids[start : start + count]
+            start += count
+            self.id_group[ids] = g
+            mapped[b] = self._index[g].add(arr, found, ids)
 
     # --- names
     def describe(self, fid: int, builders=None) -> tuple[str, str]:
@@ -154,8 +133,8 @@ class FeatureSpace:
         if base <= fid < base + size:
             name = builders[g].reserved_name(fid - base) if builders else str(fid - base)
             return self.groups[g], name
-        ids = self._vocab_ids[g]
-        key = self._vocab_keys[g][int(np.searchsorted(np.asarray(ids), fid))]
+        index = self._index[g]
+        key = index.keys[int(np.searchsorted(np.asarray(index.ids), fid))]
         return self.groups[g], builders[g].key_name(key) if builders else str(key)
 
     # --- state
@@ -168,10 +147,11 @@ class FeatureSpace:
             "key_types": [],
         }
         arrays = {"space/id_group": self.id_group[: self.n_ids].copy()}
-        for g, keys in enumerate(self._vocab_keys):
+        for g, index in enumerate(self._index):
+            keys = index.keys
             is_int = bool(keys) and all(isinstance(k, int) for k in keys)
             meta["key_types"].append("int" if is_int else "str")
-            arrays[f"space/ids_{g}"] = np.asarray(self._vocab_ids[g], dtype=np.int64)
+            arrays[f"space/ids_{g}"] = np.asarray(index.ids, dtype=np.int64)
             arrays[f"space/keys_{g}"] = (
                 np.asarray(keys, dtype=np.int64)
                 if is_int
@@ -193,9 +173,7 @@ class FeatureSpace:
             keys = (
                 [int(k) for k in raw.tolist()] if kind == "int" else [str(k) for k in raw.tolist()]
             )
-            space._vocab_ids.append(ids)
-            space._vocab_keys.append(keys)
-            space._vocab.append(dict(zip(keys, ids, strict=True)))
+            space._index.append(KeyIndex.from_keys(keys, ids))
         return space
 
 

@@ -3,6 +3,7 @@ reported once (as a BadRow) and skipped, and resume exact after skipped rows."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import subprocess
@@ -388,6 +389,22 @@ def test_jsonl_wrong_type_is_not_skipped(tmp_path):
     with pytest.raises(DataError) as e:
         list(src.batches())
     assert (e.value.row, e.value.column) == (3, "id")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "libfm", "jsonl"])
+def test_bad_rows_in_compressed_files(tmp_path, fmt):
+    # No seeking: resume reads up to its position, the CSV scanner reads the file again.
+    p = tmp_path / f"d.{fmt}"
+    if fmt == "csv":
+        rows, bad = csv_case(p, 3, CSV_OPTS["header"], n=80)
+    elif fmt == "libfm":
+        rows, bad = libfm_case(p, 3, n=80)
+    else:
+        rows, bad = jsonl_case(p, 3, n=80)
+    gz = tmp_path / f"d.{fmt}.gz"
+    gz.write_bytes(gzip.compress(p.read_bytes()))
+    bad = [(str(gz), r, reason, t) for _, r, reason, t in bad]
+    check(source(gz, 100, batch_size=6), fmt, rows, bad)
 
 
 # -- Parquet ---------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ At predict time, values never seen in training contribute nothing.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 import numpy as np
@@ -16,6 +15,8 @@ from pydantic import Field, field_validator
 
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
+from streamfm.keyindex import key_hashes
+from streamfm.rng import splitmix64
 
 MISSING_KEY = "\x00missing"
 
@@ -65,22 +66,12 @@ class CategoricalBuilder(FeatureBuilder):
         return Block.one_per_row(present, values, ids=self._hash(keys))
 
     def _hash(self, keys: pa.Array) -> np.ndarray:
-        enc = pc.dictionary_encode(keys)
-        salt = self.params.hash_seed.to_bytes(8, "little")
-        mask = (1 << self.params.hash_bits) - 1
-        # Hash each distinct value of the chunk once (blake2b: stable across runs and platforms).
-        uniq = np.fromiter(
-            (
-                int.from_bytes(
-                    hashlib.blake2b(s.encode(), digest_size=8, key=salt).digest(), "little"
-                )
-                & mask
-                for s in enc.dictionary.to_pylist()
-            ),
-            dtype=np.int64,
-            count=len(enc.dictionary),
-        )
-        return uniq[enc.indices.to_numpy(zero_copy_only=False)]
+        """Bucket of every key: its 64-bit hash (stable across runs and machines) mixed with
+        hash_seed, modulo 2**hash_bits."""
+        h1, _h2, _valid = key_hashes(keys)
+        salt = splitmix64(np.array([self.params.hash_seed], dtype=np.uint64))[0]
+        mask = np.uint64((1 << self.params.hash_bits) - 1)
+        return (splitmix64(h1 ^ salt) & mask).astype(np.int64)
 
     def reserved_name(self, offset: int) -> str:
         return f"{self.name}#hash{offset}"

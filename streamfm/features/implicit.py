@@ -27,11 +27,11 @@ from streamfm.errors import DataError
 from streamfm.features.arrow import (
     as_string_keys,
     column,
-    dictionary_codes,
     flatten_list,
     ragged_block_parts,
 )
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
+from streamfm.keyindex import KeyIndex
 
 
 class ImplicitParams(BuilderParams):
@@ -55,25 +55,19 @@ class ImplicitParams(BuilderParams):
 
 
 class Vocabulary:
-    """Dense int index of string keys, filled on first sight; looked up per distinct value."""
+    """Dense int index 0..n-1 of keys, filled in order of first sight (a KeyIndex)."""
 
     def __init__(self, keys: list[str] | None = None) -> None:
-        self.keys: list[str] = list(keys or [])
-        self.index: dict[str, int] = {k: i for i, k in enumerate(self.keys)}
+        keys = list(keys or [])
+        self.index = KeyIndex.from_keys(keys, list(range(len(keys))))
+
+    @property
+    def keys(self) -> list:
+        return self.index.keys
 
     def lookup(self, values: pa.Array, grow: bool) -> np.ndarray:
         """int64 index of every value (-1 for nulls, and for new values when not growing)."""
-        codes, uniques = dictionary_codes(values)
-        out = np.empty(len(uniques) + 1, dtype=np.int64)
-        out[-1] = -1  # code -1 (null) lands here
-        for j, v in enumerate(uniques):
-            i = self.index.get(v, -1)
-            if i < 0 and grow:
-                i = self.index[v] = len(self.keys)
-                self.keys.append(v)
-            out[j] = i
-        idx = out[codes]
-        return idx
+        return self.index.lookup_or_add(values, len(self.index), grow=grow)
 
 
 @njit(cache=True, nogil=True)

@@ -94,7 +94,9 @@ def clip_text(text: str | bytes | None) -> str | None:
     if text is None:
         return None
     if isinstance(text, (bytes, bytearray, memoryview)):
-        text = bytes(text[: 4 * BAD_TEXT_CHARS + 4]).decode("utf-8", "replace")
+        if len(text) > 4 * BAD_TEXT_CHARS:  # enough for BAD_TEXT_CHARS characters of UTF-8
+            text = text[: 4 * BAD_TEXT_CHARS + 4]
+        text = bytes(text).decode("utf-8", "replace")
     text = text.rstrip("\r\n")
     return text if len(text) <= BAD_TEXT_CHARS else text[:BAD_TEXT_CHARS] + "..."
 

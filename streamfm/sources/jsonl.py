@@ -1,7 +1,8 @@
 """JSON lines reader: byte blocks cut at newlines, each parsed by `pyarrow.json.read_json`.
 
-The schema is inferred once, from the first block of the first file, and then imposed on every
-block (`explicit_schema`), so a column keeps its type even when a block happens to lack it.
+The schema is inferred once, from the first block of the first file that holds an object, and then
+imposed on every block (`explicit_schema`), so a column keeps its type even when a block happens to
+lack it.
 
 A block that pyarrow cannot read (or that has a line not starting with '{') is checked line by
 line with Python's json: lines that are not one JSON object each are bad (a DataError, or reported

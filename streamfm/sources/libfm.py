@@ -430,13 +430,14 @@ class LibfmSource(Source):
         """Pieces of the rows of `part` (at byte `pos` of the file, after `line_base` lines), with
         each bad line reported in its place; DataError for the first one without a callback."""
         done = 0
-        for line, start, stop, code, at in bad.tolist():
+        # Rows before each bad line: those whose line ends at or before its start.
+        cuts = np.searchsorted(ends, bad[:, 1], side="right").tolist()
+        for (line, start, stop, code, at), cut in zip(bad.tolist(), cuts, strict=True):
             token = _TOKEN.match(bytes(part[at : at + 256])).group()
             explanation = _explain(code, token)
             word = token.decode("utf-8", "replace")
             if self.on_bad_row is None:
                 raise DataError(explanation, path=path, row=line_base + line + 1, value=word)
-            cut = int(np.searchsorted(ends, start, side="right"))
             if cut > done:
                 yield batch.slice(done, cut - done), ends[done:cut] + pos
                 done = cut

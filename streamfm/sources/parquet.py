@@ -1,4 +1,8 @@
-"""Parquet reader: row groups streamed with `ParquetFile.iter_batches`."""
+"""Parquet reader: row groups streamed with `ParquetFile.iter_batches`.
+
+A Parquet file is structurally valid (typed columns, no ragged rows): there are no bad rows to
+skip, so `Source.on_bad_row` is never called; an unreadable file is a DataError.
+"""
 
 from __future__ import annotations
 
