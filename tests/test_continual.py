@@ -227,3 +227,26 @@ def test_stdin_stream_with_time_checkpoints(events, tmp_path):
         )
     assert r.returncode == 0, r.stderr
     assert "trained 3,000 rows" in r.stdout
+
+
+def test_malformed_source_rows_through_training(tmp_path):
+    (tmp_path / "r.csv").write_text("user,item,rating\nu1,i1,4\nu2,i2\nu3,i3,5,extra\nu1,i2,3\n")
+    spec = csv_spec(tmp_path / "r.csv", tmp_path / "out", "quarantine")
+    spec["features"] = [{"type": "mf"}]
+    r = train(parse_spec(spec))
+    assert (r.summary["rows_learnt"], r.summary["rows_quarantined"]) == (2, 2)
+    recs = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    assert [(x["row"], x["text"]) for x in recs] == [(3, "u2,i2"), (4, "u3,i3,5,extra")]
+    assert "expected 3 columns, got 2" in recs[0]["reason"]
+    (tmp_path / "bad.libfm").write_text("1 0:1 1:1\n2 0:1 1:x\n3 2:1\n")
+    spec = {
+        "source": {"path": str(tmp_path / "bad.libfm")},
+        "learner": {"epochs": 1},
+        "output": {"dir": str(tmp_path / "out2")},
+    }
+    with pytest.raises(
+        DataError, match=r"bad.libfm, row 2: the feature value is not a number \(got '1:x'\)"
+    ):
+        train(parse_spec(spec))
+    spec["source"]["on_bad_rows"] = "skip"
+    assert train(parse_spec(spec)).summary["rows_skipped"] == 1
