@@ -83,6 +83,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a model as the spec says; writes the model and metric history to output.dir."""
+    _skip_numba_blas_probe()
     from streamfm.pipeline import train as run_train
     from streamfm.progress import ProgressPrinter
 
@@ -136,6 +137,7 @@ def predict(
     ] = None,
 ) -> None:
     """Predict every row of INPUT, streaming, into a Parquet or CSV file."""
+    _skip_numba_blas_probe()
     from streamfm.predict import write_predictions
 
     def go():
@@ -156,6 +158,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Metrics of MODEL on INPUT (exact AUC for classification)."""
+    _skip_numba_blas_probe()
 
     def go():
         m = _load_pipeline_model(model)
@@ -205,6 +208,24 @@ def init(
         raise typer.Exit(2)
     path.write_text(STARTER_SPEC)
     typer.echo(f"wrote {path}: edit source, target and features, then: streamfm train {path}")
+
+
+def _skip_numba_blas_probe() -> None:
+    """Save ~0.17 s per command: when numba sets up its CPU target it probes for BLAS by importing
+    scipy.linalg (numba.np.arraymath's `_check_blas`), which streamfm's kernels never use. For the
+    commands that run kernels, that module is imported here with the probe's import failing at
+    once, then imports go back to normal (a later `import scipy.linalg` works as usual)."""
+    blocked = "scipy.linalg.cython_blas"
+    if blocked in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    sys.modules[blocked] = (
+        None  # makes "import scipy.linalg.cython_blas" fail without loading scipy
+    )
+    try:
+        import numba.np.arraymath  # noqa: F401 - runs the probe now
+    finally:
+        if sys.modules.get(blocked, 0) is None:
+            del sys.modules[blocked]
 
 
 def run() -> None:
