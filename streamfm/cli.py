@@ -47,6 +47,11 @@ def _fail(exc: BaseException) -> None:
         traceback.print_exception(exc)
     if isinstance(exc, StreamFMError):
         msg = str(exc)
+    elif type(exc).__module__.startswith("pyarrow"):
+        msg = (
+            f"the data could not be read or converted ({exc}); check source.format and the "
+            "csv options (delimiter, encoding, column_types); --debug shows where"
+        )
     elif isinstance(exc, OSError):
         msg = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
     else:

@@ -21,6 +21,23 @@ class StrictModel(BaseModel):
 class CsvOptions(StrictModel):
     """How CSV (and TSV) text is parsed."""
 
+    encoding: str = Field(
+        "utf-8", description="text encoding, e.g. latin-1 (ASCII-compatible encodings only)"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _ascii_compatible(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r}") from None
+        if '\n,"'.encode(v, errors="strict") != b'\n,"':
+            raise ValueError(f"{v!r} is not ASCII-compatible (use utf-8, latin-1, cp1252, ...)")
+        return v
+
     delimiter: str = Field(",", min_length=1, max_length=1)
     header: bool = Field(True, description="first line holds the column names")
     column_names: list[str] | None = Field(

@@ -226,3 +226,46 @@ def test_mf_preset_is_user_and_item_groups():
     assert named_rows(p, p.transform(pa.record_batch({"u": ["a"], "i": [7]}), training=True)) == [
         {"u=a": 1.0, "i=7": 1.0}
     ]
+
+
+def test_numeric_bins_categorical_prefix_and_time_format():
+    p = pipeline(
+        {"type": "numeric", "columns": ["age"], "bins": [18, 30, 50], "missing": "indicator"},
+        {"type": "categorical", "columns": ["zip"], "prefix": 2},
+        {"type": "time", "column": "date", "encodings": ["month"], "format": "%d-%b-%Y"},
+    )
+    batch = pa.record_batch(
+        {
+            "age": [10.0, 30.0, None, 70.0],
+            "zip": ["02139", "02144", "94110", None],
+            "date": ["01-Jan-1995", "15-Mar-1996", "01-Dec-1997", None],
+        }
+    )
+    got = named_rows(p, p.transform(batch, training=True))
+    assert got == [
+        {"age[-inf,18)": 1.0, "zip=02": 1.0, "time_date=month=1": 1.0},
+        {"age[30,50)": 1.0, "zip=02": 1.0, "time_date=month=3": 1.0},
+        {"age=missing": 1.0, "zip=94": 1.0, "time_date=month=12": 1.0},
+        {"age[50,inf)": 1.0},
+    ]
+
+
+def test_latin1_text_needs_the_encoding_option(tmp_path):
+    from streamfm.config import SourceConfig
+    from streamfm.errors import DataError
+    from streamfm.sources import open_source
+
+    (tmp_path / "m.csv").write_bytes("id|title\n1|Café Noir\n2|Amélie\n".encode("latin-1"))
+    spec = [{"type": "categorical", "columns": ["title"]}]
+    raw = next(
+        open_source(SourceConfig(path=str(tmp_path / "m.csv"), csv={"delimiter": "|"})).batches()
+    )[0]
+    with pytest.raises(DataError, match="set source.csv.encoding"):
+        pipeline(*spec).transform(raw, training=True)
+    cfg = SourceConfig(path=str(tmp_path / "m.csv"), csv={"delimiter": "|", "encoding": "latin-1"})
+    batch = next(open_source(cfg).batches())[0]
+    p = pipeline(*spec)
+    assert named_rows(p, p.transform(batch, training=True)) == [
+        {"title=Café Noir": 1.0},
+        {"title=Amélie": 1.0},
+    ]

@@ -27,6 +27,14 @@ def as_string_keys(col: pa.Array) -> pa.Array:
     """Category keys as strings, whatever the column type ("42" from int 42 or from text "42")."""
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return col
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        try:
+            return pc.cast(col, pa.string())
+        except pa.ArrowInvalid:
+            raise DataError(
+                "a text column is not valid UTF-8: set source.csv.encoding (e.g. latin-1) to the "
+                "file's encoding"
+            ) from None
     if pa.types.is_floating(col.type):
         # 3.0 and 3 are the same category; keep non-integral values as they print.
         values = col.to_numpy(zero_copy_only=False)

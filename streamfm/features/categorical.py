@@ -29,6 +29,11 @@ class CategoricalParams(BuilderParams):
         "ignore", description="a missing value gives no feature, or its own category"
     )
     value: float = Field(1.0, description="value of the one-hot entry")
+    prefix: int | None = Field(
+        None,
+        ge=1,
+        description="use only the first N characters of each value (e.g. zip code areas)",
+    )
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -50,6 +55,8 @@ class CategoricalBuilder(FeatureBuilder):
     def keys(self, batch: pa.RecordBatch) -> pa.Array:
         """The category key of every row as a string (null where missing)."""
         cols = [as_string_keys(column(batch, c, self.name)) for c in self.params.columns]
+        if self.params.prefix is not None:
+            cols = [pc.utf8_slice_codeunits(c, 0, self.params.prefix) for c in cols]
         if len(cols) == 1:
             return cols[0]
         return pc.binary_join_element_wise(*cols, "|")

@@ -26,6 +26,11 @@ class NumericParams(BuilderParams):
         None, description="[low, high] applied to the raw value before the transform"
     )
     scale: float = Field(1.0, description="multiplies the transformed value")
+    bins: list[float] | None = Field(
+        None,
+        description="increasing edges: one-hot of the bucket each value falls in (e.g. age "
+        "groups) instead of the value itself; transform/scale are then not used",
+    )
     missing: Literal["zero", "indicator", "error"] = Field(
         "zero",
         description="missing/NaN: no feature; or a 'column=missing' indicator feature; or an error",
@@ -35,6 +40,13 @@ class NumericParams(BuilderParams):
     @classmethod
     def _one_column(cls, v):
         return [v] if isinstance(v, str) else v
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, v):
+        if v is not None and (not v or any(b <= a for a, b in zip(v, v[1:], strict=False))):
+            raise ValueError("must be a non-empty list of strictly increasing edges")
+        return v
 
 
 class NumericBuilder(FeatureBuilder):
@@ -54,13 +66,23 @@ class NumericBuilder(FeatureBuilder):
     def columns(self) -> list[str]:
         return list(self.params.columns)
 
+    def _slots(self) -> int:
+        """Reserved ids per column for values: 1, or one per bucket with `bins`."""
+        return 1 if self.params.bins is None else len(self.params.bins) + 1
+
     def reserved(self) -> int:
-        n = len(self.params.columns)
-        return 2 * n if self.params.missing == "indicator" else n
+        n = len(self.params.columns) * self._slots()
+        return n + len(self.params.columns) if self.params.missing == "indicator" else n
 
     def reserved_name(self, offset: int) -> str:
-        cols = self.params.columns
-        return cols[offset] if offset < len(cols) else f"{cols[offset - len(cols)]}=missing"
+        cols, slots = self.params.columns, self._slots()
+        if offset >= len(cols) * slots:
+            return f"{cols[offset - len(cols) * slots]}=missing"
+        col, bucket = divmod(offset, slots)
+        if self.params.bins is None:
+            return cols[col]
+        edges = [-np.inf, *self.params.bins, np.inf]
+        return f"{cols[col]}[{edges[bucket]:g},{edges[bucket + 1]:g})"
 
     def invalid_rows(self, batch: pa.RecordBatch) -> list[tuple[np.ndarray, str, str]]:
         """Text that is not a number; and missing values when `missing: error`."""
@@ -88,6 +110,7 @@ class NumericBuilder(FeatureBuilder):
         values = np.zeros((n_rows, n_cols), dtype=np.float64)
         present = np.zeros((n_rows, n_cols), dtype=bool)
         missing = np.zeros((n_rows, n_cols), dtype=bool)
+        bucket_of = np.zeros((n_rows, n_cols), dtype=np.int64)
         for c, name in enumerate(self.params.columns):
             x = as_float(column(batch, name, self.name), name, self.name)
             bad = ~np.isfinite(x)
@@ -99,15 +122,22 @@ class NumericBuilder(FeatureBuilder):
                     row=row + 1,
                     column=name,
                 )
-            x = self._transform(x, c, bad, training)
-            values[:, c] = x
-            present[:, c] = ~bad & (x != 0)
             missing[:, c] = bad
-        ids = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
+            if self.params.bins is None:
+                x = self._transform(x, c, bad, training)
+                values[:, c] = x
+                present[:, c] = ~bad & (x != 0)
+            else:
+                bucket_of[:, c] = np.searchsorted(self.params.bins, x, side="right")
+                values[:, c] = 1.0
+                present[:, c] = ~bad
+        # Reserved ids: per column its value slot(s) (the bucket with bins), then indicators.
+        ids = np.arange(n_cols)[None, :] * self._slots() + bucket_of
         if self.params.missing == "indicator":
             values = np.concatenate([values, np.ones_like(values)], axis=1)
             present = np.concatenate([present, missing], axis=1)
-            ids = np.broadcast_to(np.arange(2 * n_cols), (n_rows, 2 * n_cols))
+            indicator = n_cols * self._slots() + np.arange(n_cols)
+            ids = np.concatenate([ids, np.broadcast_to(indicator, (n_rows, n_cols))], axis=1)
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(present.sum(axis=1), out=indptr[1:])
         return Block(indptr, values[present].astype(np.float32), ids=ids[present].astype(np.int64))

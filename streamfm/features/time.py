@@ -3,7 +3,8 @@
 Encodings (each its own non-zero per row): `hour` of day, `weekday` (0 = Monday), `month`
 (1..12), `day` (days since `origin`), `bin` (`bin_days`-wide global time bins since `origin`, as
 timeSVD's item-bias bins). With `cross: [user]` every encoding becomes user × encoding (timeSVD's
-user × day). The column may be a timestamp, a date, integer/float seconds (or `unit`), or ISO text.
+user × day). The column may be a timestamp, a date, integer/float seconds (or `unit`), ISO text,
+or text in a strptime `format`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class TimeParams(BuilderParams):
     bin_days: float = Field(30.0, gt=0, description="width of a `bin` in days")
     origin: str = Field("1970-01-01", description="ISO date: day and bin 0 start here")
     unit: Literal["s", "ms", "us", "ns"] = Field("s", description="unit of numeric time columns")
+    format: str | None = Field(
+        None, description="strptime format of text columns, e.g. '%d-%b-%Y' (default: ISO 8601)"
+    )
     utc_offset_hours: float = Field(0.0, description="shift applied before hour/weekday/day")
     cross: list[str] = Field(default_factory=list, description="columns crossed with each encoding")
 
@@ -59,7 +63,10 @@ class TimeBuilder(FeatureBuilder):
         t = col.type
         try:
             if pa.types.is_string(t) or pa.types.is_large_string(t):
-                col = pc.cast(col, pa.timestamp("s"))  # ISO 8601, "T" or space
+                if p.format is None:
+                    col = pc.cast(col, pa.timestamp("s"))  # ISO 8601, "T" or space
+                else:
+                    col = pc.strptime(col, format=p.format, unit="s")
                 t = col.type
             if pa.types.is_timestamp(t) or pa.types.is_date(t):
                 if pa.types.is_timestamp(t) and t.tz is not None:

@@ -230,17 +230,16 @@ class CsvSource(Source):
     def _read_options(self, names: list[str] | None = None) -> pacsv.ReadOptions:
         """Header handling of the config, or explicit `names` for a stream resumed past the header."""
         opts = self.config.csv
+        # pyarrow transcodes to UTF-8 before parsing; record positions are found on the raw
+        # bytes, which is why only ASCII-compatible encodings are accepted (see CsvOptions).
+        common = {"block_size": self.block_size, "encoding": opts.encoding}
         if names is not None:
-            return pacsv.ReadOptions(block_size=self.block_size, column_names=names)
+            return pacsv.ReadOptions(column_names=names, **common)
         if opts.column_names:
             return pacsv.ReadOptions(
-                block_size=self.block_size,
-                column_names=list(opts.column_names),
-                skip_rows=1 if opts.header else 0,
+                column_names=list(opts.column_names), skip_rows=1 if opts.header else 0, **common
             )
-        return pacsv.ReadOptions(
-            block_size=self.block_size, autogenerate_column_names=not opts.header
-        )
+        return pacsv.ReadOptions(autogenerate_column_names=not opts.header, **common)
 
     def _parse_options(
         self, path: str, handler: Callable[[Any], str] | None = None
@@ -444,7 +443,9 @@ class CsvSource(Source):
         else:
             names = pacsv.open_csv(
                 pa.BufferReader(bytes(head)),
-                read_options=pacsv.ReadOptions(autogenerate_column_names=not opts.header),
+                read_options=pacsv.ReadOptions(
+                    autogenerate_column_names=not opts.header, encoding=opts.encoding
+                ),
                 parse_options=self._parse_options(path),
             ).schema.names
         source: Any = ChainStream(sc.rest(), stream)
@@ -502,7 +503,7 @@ class CsvSource(Source):
             lines = sc.lines
             text = io.TextIOWrapper(
                 io.BufferedReader(ChainStream(sc.rest(), stream)),
-                encoding="utf-8",
+                encoding=opts.encoding,
                 errors="replace",
                 newline="",
             )
