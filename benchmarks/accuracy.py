@@ -30,18 +30,19 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 from _report import command_line, machine, write_section
+from _specs import (
+    DATA_PREFIX,
+    ROOT,
+    data_overrides,
+    metric_text,
+    path_settings,
+    train_and_score,
+)
 
-from streamfm.pipeline import train
-from streamfm.spec import load_spec
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA_PREFIX = "../shared/data"
 ML_SPECS = (
     "examples/ml100k-mf.yaml",
     "examples/ml100k-side.yaml",
@@ -50,7 +51,6 @@ ML_SPECS = (
 )
 OTHER_SPECS = ("examples/frappe.yaml", "examples/adult.yaml")
 FOLDS = (1, 2, 3, 4, 5)
-METRICS = {"regression": ("rmse", "mae"), "classification": ("auc", "logloss", "accuracy")}
 _FOLD = re.compile(r"(^|/)u3\.(base|test)$")
 
 # Published or measured elsewhere, for orientation (../shared/data/README.md): (text, metric, value)
@@ -72,82 +72,20 @@ TARGETS: dict[str, tuple[str, str, float]] = {
 BEST_ML_TARGET = 0.890
 
 
-def relocate(path: str, data: Path) -> str:
-    """`path` with the ../shared/data prefix of the specs replaced by `data`."""
-    norm = posixpath.normpath(path)
-    if norm == DATA_PREFIX or norm.startswith(DATA_PREFIX + "/"):
-        return str(data / posixpath.relpath(norm, DATA_PREFIX))
-    return path
-
-
 def fold_path(path: str, fold: int | None) -> str:
     """`path` with u3.base / u3.test replaced by the fold's files (unchanged for fold None)."""
     return path if fold is None else _FOLD.sub(rf"\1u{fold}.\2", path)
 
 
-def path_settings(raw: Any, prefix: str = "") -> list[tuple[str, str | list[str]]]:
-    """(dotted key, value) of every `path` in the spec: sources, validation, side tables."""
-    found: list[tuple[str, str | list[str]]] = []
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            where = f"{prefix}{key}"
-            if key == "path" and isinstance(value, (str, list)):
-                found.append((where, value))
-            else:
-                found.extend(path_settings(value, where + "."))
-    elif isinstance(raw, list):
-        for i, value in enumerate(raw):
-            found.extend(path_settings(value, f"{prefix}{i}."))
-    return found
-
-
-def overrides(raw: dict, data: Path, out_dir: Path, fold: int | None) -> list[str]:
-    """`--set` assignments: data paths under `data` (and the fold's files), output in out_dir."""
-    sets = [f"output.dir={out_dir}"]
-    for key, value in path_settings(raw):
-        if isinstance(value, str):
-            sets.append(f"{key}={fold_path(relocate(value, data), fold)}")
-        else:
-            moved = (fold_path(relocate(p, data), fold) for p in value)
-            sets.append(f"{key}=[{', '.join(moved)}]")
-    return sets
+def run(spec_path: Path, raw: dict, data: Path, out_dir: Path, fold: int | None) -> dict:
+    sets = data_overrides(raw, data, out_dir, lambda p: fold_path(p, fold))
+    return train_and_score(spec_path, sets, data)
 
 
 def has_u3(raw: dict) -> bool:
     paths = [v for _k, v in path_settings(raw)]
     flat = [p for v in paths for p in ([v] if isinstance(v, str) else v)]
     return any(_FOLD.search(posixpath.normpath(p)) for p in flat)
-
-
-def shown(path: str | list[str], base: Path) -> str:
-    p = Path(path if isinstance(path, str) else path[0])
-    return p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)
-
-
-def run(spec_path: Path, raw: dict, data: Path, out_dir: Path, fold: int | None) -> dict:
-    spec = load_spec(spec_path, overrides(raw, data, out_dir, fold))
-    if spec.validation.source is None:
-        raise SystemExit(f"{spec_path}: no validation.source, nothing to report")
-    t0 = time.perf_counter()
-    result = train(spec)
-    seconds = time.perf_counter() - t0
-    names = METRICS[spec.task]
-    scores = result.model.evaluate(spec.validation.source, names)
-    return {
-        "train": shown(spec.source.path, data),
-        "test": shown(spec.validation.source.path, data),
-        "task": spec.task,
-        "rows": result.summary["rows_read"],
-        "test_rows": scores["rows"],
-        "epochs": result.summary["epochs"],
-        "k": spec.model.k,
-        "seconds": seconds,
-        "metrics": {n: scores[n] for n in names},
-    }
-
-
-def metric_text(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
 
 
 def target_text(name: str, metrics: dict[str, float]) -> tuple[str, str]:

@@ -18,82 +18,23 @@ Writes the `examples` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import posixpath
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 from _report import command_line, machine, write_section
+from _specs import DATA_PREFIX, ROOT, data_overrides, metric_text, shown, train_and_score
 
-from streamfm.pipeline import train
-from streamfm.spec import load_spec
-
-ROOT = Path(__file__).resolve().parent.parent
 SPECS = ("examples/ml100k-mf.yaml", "examples/frappe.yaml", "examples/adult.yaml")
-DATA_PREFIX = "../shared/data"
-METRICS = {"regression": ("rmse", "mae"), "classification": ("auc", "logloss", "accuracy")}
-
-
-def relocate(path: str, data: Path) -> str:
-    """`path` with the ../shared/data prefix of the specs replaced by `data`."""
-    norm = posixpath.normpath(path)
-    if norm == DATA_PREFIX or norm.startswith(DATA_PREFIX + "/"):
-        return str(data / posixpath.relpath(norm, DATA_PREFIX))
-    return path
-
-
-def overrides(spec_path: Path, data: Path, out_dir: Path) -> list[str]:
-    """`--set` assignments moving the spec's data paths to `data` and its output to `out_dir`."""
-    raw = yaml.safe_load(spec_path.read_text()) or {}
-    sets = [f"output.dir={out_dir}"]
-    for key, section in (
-        ("source.path", raw.get("source")),
-        ("validation.source.path", (raw.get("validation") or {}).get("source")),
-    ):
-        path = (section or {}).get("path")
-        if isinstance(path, str):
-            sets.append(f"{key}={relocate(path, data)}")
-        elif isinstance(path, list):
-            sets.append(f"{key}=[{', '.join(relocate(p, data) for p in path)}]")
-    return sets
-
-
-def first(path: str | list[str]) -> Path:
-    return Path(path if isinstance(path, str) else path[0])
-
-
-def shown(path: Path, base: Path) -> str:
-    """`path` relative to `base` when it lies below it, for the table."""
-    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
 
 
 def run(spec_path: Path, data: Path, out_dir: Path) -> dict:
-    spec = load_spec(spec_path, overrides(spec_path, data, out_dir))
-    if spec.validation.source is None:
-        raise SystemExit(f"{spec_path}: no validation.source, nothing to report")
-    t0 = time.perf_counter()
-    result = train(spec)
-    seconds = time.perf_counter() - t0
-    names = METRICS[spec.task]
-    scores = result.model.evaluate(spec.validation.source, names)
+    raw = yaml.safe_load(spec_path.read_text()) or {}
     return {
         "spec": shown(spec_path, ROOT),
-        "train": shown(first(spec.source.path), data),
-        "holdout": shown(first(spec.validation.source.path), data),
-        "task": spec.task,
-        "rows": result.summary["rows_read"],
-        "holdout_rows": scores["rows"],
-        "epochs": result.summary["epochs"],
-        "k": spec.model.k,
-        "seconds": seconds,
-        "metrics": {n: scores[n] for n in names},
+        **train_and_score(spec_path, data_overrides(raw, data, out_dir), data),
     }
-
-
-def metric_text(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
 
 
 def main() -> None:
@@ -121,7 +62,7 @@ def main() -> None:
             rows.append(r)
             print(
                 f"{r['spec']:26s} {r['rows']:>7,} rows {r['epochs']:>3} epochs "
-                f"{r['seconds']:6.2f} s  {r['holdout']}: {metric_text(r['metrics'])}",
+                f"{r['seconds']:6.2f} s  {r['test']}: {metric_text(r['metrics'])}",
                 flush=True,
             )
 
@@ -141,8 +82,8 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {r['spec']} | {r['train']} | {r['rows']:,} | {r['holdout']} | "
-            f"{r['holdout_rows']:,} | {r['k']} | {r['epochs']} | {r['seconds']:.2f} | "
+            f"| {r['spec']} | {r['train']} | {r['rows']:,} | {r['test']} | "
+            f"{r['test_rows']:,} | {r['k']} | {r['epochs']} | {r['seconds']:.2f} | "
             f"{metric_text(r['metrics'])} |"
         )
     write_section("examples", "\n".join(lines))
