@@ -92,13 +92,6 @@ class FMParams:
             self._grow_to(cap)
         self.n_features = max(self.n_features, int(n_features))
 
-    def set_groups(self, ids: np.ndarray, group: int) -> None:
-        """Assign feature `ids` to regularisation group `group`."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.size:
-            self.ensure_features(int(ids.max()) + 1)
-            self.group[ids] = group
-
     def all_finite(self) -> bool:
         """True when w0, w and V of the seen features are all finite."""
         n = self.n_features

@@ -33,9 +33,9 @@ from streamfm.model import FMParams
 from streamfm.spec import Spec, load_spec
 from streamfm.state import join_arrays, split_arrays
 from streamfm.stream import STDIN, FileStream
-from streamfm.trained import TrainedModel, clean_batch, extract_target
+from streamfm.trained import TrainedModel, clean_batch
 
-__all__ = ["TrainResult", "Trainer", "TrainedModel", "extract_target", "train"]
+__all__ = ["TrainResult", "Trainer", "TrainedModel", "train"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
 CHECKPOINT_FORMAT = "streamfm-checkpoint"
@@ -574,10 +574,9 @@ def _group_regs(
 def _check_compatible(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
     """CheckpointError naming the first key that differs in a section that must not change."""
     for section in _FIXED_SECTIONS:
-        a, b = dict_or(saved.get(section)), dict_or(now.get(section))
-        if section == "learner":
-            a.pop("epochs", None)
-            b.pop("epochs", None)
+        a, b = saved.get(section), now.get(section)
+        if section == "learner":  # more or fewer epochs is fine
+            a, b = ({k: v for k, v in d.items() if k != "epochs"} for d in (a, b))
         diff = _first_difference(a, b, section)
         if diff is not None:
             key, old, new = diff
@@ -586,10 +585,6 @@ def _check_compatible(saved: dict[str, Any], now: dict[str, Any], where: Path) -
                 "it cannot be resumed with this spec (use the original spec, or a new "
                 "checkpoint.dir to start afresh)"
             )
-
-
-def dict_or(value: Any) -> Any:
-    return dict(value) if isinstance(value, dict) else value
 
 
 def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:

@@ -22,7 +22,7 @@ from streamfm.learners.sgd import SGDLearner
 from streamfm.metrics import make_metric
 from streamfm.model import FMParams
 from streamfm.persist import load_arrays, save_arrays
-from streamfm.sources import Position, open_source
+from streamfm.sources import open_source
 from streamfm.spec import Spec, TargetConfig, parse_spec
 
 # --------------------------------------------------------------------------------------------
@@ -109,24 +109,6 @@ def clean_batch(
     bad_rows.from_batch(batch, bad, list(reasons[bad]), list(columns[bad]), path, first_row)
     keep = ~bad
     return batch.filter(pa.array(keep)), y[keep]
-
-
-def extract_target(
-    batch: pa.RecordBatch, target: TargetConfig, task: str, pos: Position | None = None
-) -> np.ndarray:
-    """Targets of a batch; a DataError naming file, row and value at the first bad one."""
-    y, bad, reason = target_values(batch, target, task, pos.path if pos else None)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        row = (pos.row - batch.num_rows + i + 1) if pos else i + 1
-        raise DataError(
-            reason,
-            path=pos.path if pos else None,
-            row=row,
-            column=target.column,
-            value=batch.column(target.column)[i].as_py(),
-        )
-    return y
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,10 +51,6 @@ class FeaturePipeline:
         blocks = [b.build(batch, training=training) for b in self.builders]
         return self.space.to_chunk(blocks, list(range(len(blocks))), training=training)
 
-    def group_of_ids(self, start: int, stop: int) -> np.ndarray:
-        """Feature group (builder index) of global ids [start, stop)."""
-        return self.space.id_group[start:stop]
-
     def feature_name(self, fid: int) -> str:
         """Readable name of global id `fid`: 'group=key' for keyed features; a reserved
         feature's own name (e.g. a numeric column), prefixed by its group unless it starts so."""
