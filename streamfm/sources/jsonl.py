@@ -172,16 +172,7 @@ class JsonlSource(Source):
             except pa.ArrowInvalid as e:
                 failure = e
         # Infer from the lines that are objects (the others are reported when read).
-        data, starts, bad = _check_lines(block, ends)
-        if bad and self.on_bad_row is None:
-            k = min(bad)
-            raise DataError(
-                bad[k],
-                path=path,
-                row=line_base + int(lines[k]) + 1,
-                value=_value(data[starts[k] : ends[k]]),
-            )
-        keep = [k for k in range(len(ends)) if k not in bad]
+        data, starts, bad, keep = self._lines(block, path, line_base, ends, lines)
         if not keep:
             return None
         good = _kept(data, starts, ends, keep) if bad else data
@@ -234,6 +225,22 @@ class JsonlSource(Source):
             if path != STDIN:
                 stream.close()
 
+    def _lines(
+        self, block: Any, path: str, line_base: int, ends: np.ndarray, lines: np.ndarray
+    ) -> tuple[bytes, list[int], dict[int, str], list[int]]:
+        """`_check_lines` of a block, raising DataError at the first bad line when there is no
+        bad-row callback; also the indices of the good lines."""
+        data, starts, bad = _check_lines(block, ends)
+        if bad and self.on_bad_row is None:
+            k = min(bad)
+            raise DataError(
+                bad[k],
+                path=path,
+                row=line_base + int(lines[k]) + 1,
+                value=_value(data[starts[k] : ends[k]]),
+            )
+        return data, starts, bad, [k for k in range(len(ends)) if k not in bad]
+
     def _checked(
         self,
         block: Any,
@@ -248,16 +255,7 @@ class JsonlSource(Source):
         alone did not read: the lines that are not one JSON object each are found with Python's
         json and reported in their place (DataError without a callback); pyarrow reads the rest.
         """
-        data, starts, bad = _check_lines(block, ends)
-        if bad and self.on_bad_row is None:
-            k = min(bad)
-            raise DataError(
-                bad[k],
-                path=path,
-                row=line_base + int(lines[k]) + 1,
-                value=_value(data[starts[k] : ends[k]]),
-            )
-        keep = [k for k in range(len(ends)) if k not in bad]
+        data, starts, bad, keep = self._lines(block, path, line_base, ends, lines)
         table = None
         if keep:
             good = _kept(data, starts, ends, keep) if bad else data
