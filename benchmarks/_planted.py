@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,13 @@ def ensure_planted(shared: Path = DEFAULT_SHARED, work: Path = DEFAULT_WORK) -> 
             raise SystemExit(f"{script} not found: pass --shared pointing at the shared folder")
         subprocess.run([sys.executable, str(script), str(out)], check=True)
     return out
+
+
+def planted_arguments(ap: argparse.ArgumentParser) -> None:
+    """--shared and --work, the options of every benchmark on the planted files."""
+    ap.add_argument(
+        "--shared", type=Path, default=DEFAULT_SHARED, help="the shared folder (bench/planted.py)"
+    )
+    ap.add_argument(
+        "--work", type=Path, default=DEFAULT_WORK, help="where the planted files are cached"
+    )

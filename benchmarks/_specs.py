@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import posixpath
 import time
 from collections.abc import Callable
@@ -85,3 +86,13 @@ def train_and_score(spec_path: Path, sets: list[str], data: Path) -> dict[str, A
 
 def metric_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+
+
+def data_argument(ap: argparse.ArgumentParser) -> None:
+    """--data, the folder of the shared datasets."""
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the folder of the datasets (default: ../shared/data from the project root)",
+    )

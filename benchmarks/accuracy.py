@@ -37,6 +37,7 @@ from _report import command_line, machine, write_section
 from _specs import (
     DATA_PREFIX,
     ROOT,
+    data_argument,
     data_overrides,
     metric_text,
     path_settings,
@@ -101,12 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="the folder of the datasets (default: ../shared/data from the project root)",
-    )
+    data_argument(ap)
     ap.add_argument(
         "--folds",
         action="store_true",

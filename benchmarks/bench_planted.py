@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from _planted import DEFAULT_SHARED, DEFAULT_WORK, ensure_planted
+from _planted import ensure_planted, planted_arguments
 from _report import command_line, machine, peak_rss_mb, write_section
 
 from streamfm import FMRegressor
@@ -130,8 +130,7 @@ def search(X: sp.csr_matrix, y: np.ndarray) -> dict[str, Any]:
 def main() -> None:
     """Run the yardstick, print the table and write the "planted-api" section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="the shared folder")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where the data is cached")
+    planted_arguments(ap)
     ap.add_argument("--search", action="store_true", help="re-run the AdaGrad search")
     args = ap.parse_args()
 

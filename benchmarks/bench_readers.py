@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _planted import DEFAULT_SHARED, DEFAULT_WORK, ensure_planted
+from _planted import ensure_planted, planted_arguments
 from _report import command_line, machine, peak_rss_mb, write_section
 
 from streamfm.config import SourceConfig
@@ -37,12 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--shared", type=Path, default=DEFAULT_SHARED, help="the shared folder (bench/planted.py)"
-    )
-    ap.add_argument(
-        "--work", type=Path, default=DEFAULT_WORK, help="where the planted files are cached"
-    )
+    planted_arguments(ap)
     ap.add_argument("--repeat", type=int, default=3, help="timed reads per file (best is kept)")
     ap.add_argument("--batch-size", type=int, default=65536)
     args = ap.parse_args()

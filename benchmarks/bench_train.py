@@ -35,7 +35,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _planted import DEFAULT_SHARED, DEFAULT_WORK, ROOT, ensure_planted
+from _planted import ROOT, ensure_planted, planted_arguments
 from _report import command_line, machine, write_section
 
 SPECS = Path(__file__).resolve().parent / "specs"
@@ -216,12 +216,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--shared", type=Path, default=DEFAULT_SHARED, help="the shared folder (bench/planted.py)"
-    )
-    ap.add_argument(
-        "--work", type=Path, default=DEFAULT_WORK, help="where the planted files are cached"
-    )
+    planted_arguments(ap)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per case (median shown)")
     ap.add_argument(
         "--search", action="store_true", help="re-run the AdaGrad search on the validation split"

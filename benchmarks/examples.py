@@ -24,7 +24,15 @@ from pathlib import Path
 
 import yaml
 from _report import command_line, machine, write_section
-from _specs import DATA_PREFIX, ROOT, data_overrides, metric_text, shown, train_and_score
+from _specs import (
+    DATA_PREFIX,
+    ROOT,
+    data_argument,
+    data_overrides,
+    metric_text,
+    shown,
+    train_and_score,
+)
 
 SPECS = ("examples/ml100k-mf.yaml", "examples/frappe.yaml", "examples/adult.yaml")
 
@@ -41,12 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="the folder of the datasets (default: ../shared/data from the project root)",
-    )
+    data_argument(ap)
     ap.add_argument("specs", nargs="*", type=Path, help=f"default: {' '.join(SPECS)}")
     args = ap.parse_args()
 
