@@ -14,31 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from source_helpers import read_all, source
 
 from streamfm.config import CsvOptions, SourceConfig
 from streamfm.errors import DataError, SpecError
 from streamfm.sources import Position, infer_format, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def read_all(src, columns=None, start=None) -> tuple[pa.Table, list]:
-    batches, positions = [], []
-    for batch, pos in src.batches(columns=columns, start=start):
-        assert 0 < batch.num_rows <= src.batch_size
-        batches.append(batch)
-        positions.append(pos)
-    if not batches:
-        return None, []
-    return pa.Table.from_batches(batches), positions
-
-
-def source(path, **kw):
-    block_size = kw.pop("block_size", None)
-    src = open_source(SourceConfig(path=str(path) if isinstance(path, Path) else path, **kw))
-    if block_size:
-        src.block_size = block_size
-    return src
 
 
 # -- format inference and paths -------------------------------------------------------------------

@@ -13,20 +13,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from source_helpers import source
 
 import streamfm.sources.libfm as libfm
-from streamfm.config import CsvOptions, SourceConfig
+from streamfm.config import CsvOptions
 from streamfm.errors import DataError
-from streamfm.sources import BadRow, Position, open_source
+from streamfm.sources import BadRow, Position
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def source(path, block_size=None, **kw):
-    src = open_source(SourceConfig(path=str(path), **kw))
-    if block_size:
-        src.block_size = block_size
-    return src
 
 
 def ids(batch: pa.RecordBatch, fmt: str) -> list[int]:

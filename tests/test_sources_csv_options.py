@@ -13,28 +13,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
+from source_helpers import read_all, source
 
-from streamfm.config import CsvOptions, SourceConfig
+from streamfm.config import CsvOptions
 from streamfm.errors import DataError
-from streamfm.sources import Position, open_source
+from streamfm.sources import Position
 from streamfm.sources.csv import _TextFilter
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def source(path, block_size=None, **kw):
-    src = open_source(SourceConfig(path=str(path), **kw))
-    if block_size:
-        src.block_size = block_size
-    return src
-
-
-def read_all(src, start=None):
-    batches, positions = [], []
-    for batch, pos in src.batches(start=start):
-        batches.append(batch)
-        positions.append(pos)
-    return (pa.Table.from_batches(batches) if batches else None), positions
 
 
 def filtered(text: bytes, skip=0, trim=True, delim=",", quote='"', read_size=None) -> bytes:
