@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamfm.pipeline import train
 from streamfm.spec import load_spec
+from streamfm.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_PREFIX = "../shared/data"

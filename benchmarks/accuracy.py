@@ -11,7 +11,7 @@ ends in u3.base or u3.test (training file, test file, implicit side tables) gets
 `--set` overrides (`source.path=...`, `features.2.table.path=...`). Then Frappe (train
 frappe.validation.libfm, test frappe.test.libfm; logloss, AUC) and Adult (AUC).
 
-Each spec is trained once through `streamfm.pipeline.train(load_spec(path, overrides))`: the
+Each spec is trained once through `streamfm.training.loop.train(load_spec(path, overrides))`: the
 specs name their files as ../shared/data/...; the overrides put `--data` in place of that prefix
 (side tables of `join` and `implicit` builders too) and output.dir in a temporary folder. Metrics
 are those of the returned model (the last epoch's: the specs keep restore_best off, so the test
@@ -154,7 +154,7 @@ def main() -> None:
         f"Command: `{command_line()}`  ",
         f"Machine: {machine()}",
         "",
-        "One training run per spec (and fold) through `streamfm.pipeline.train`, AdaGrad, seed 0. "
+        "One training run per spec (and fold) through `streamfm.training.loop.train`, AdaGrad, seed 0. "
         "Test metrics: the returned model (the last epoch's; the test file chooses nothing) on "
         "the test file. Hyper-parameters were chosen on a random 10% of each training file held "
         "out from the other 90%, never on a test file (each spec's header says what was tried). "

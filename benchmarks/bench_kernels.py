@@ -1,28 +1,38 @@
-"""Throughput of the numba kernels `sgd_csr` (plain SGD, AdaGrad) and `predict_csr` on one core.
+"""Throughput of the numba kernels (per-case SGD, AdaGrad; prediction) on one core.
 
     python benchmarks/bench_kernels.py [--features 10000] [--seconds 0.5] [--repeats 3]
+    python benchmarks/bench_kernels.py --baseline /path/to/older/checkout
 
 Synthetic CSR data: each row has `nnz` non-zeros of value 1.0, one random id in each of `nnz`
 equal slices of the feature space (one-hot fields, so no id repeats within a row); targets are
 N(0, 1). Kernels are compiled before timing; each figure is the best of `--repeats` runs, a run
 being as many passes over the data as fill about `--seconds` of CPU time. Times are CPU time of
-this process (the kernels are single-threaded), so that other jobs on a shared machine taking
+the process (the kernels are single-threaded), so that other jobs on a shared machine taking
 the core away do not count. "nnz·k/s" counts, per case, the nnz·k factor entries it touches
 (read for the prediction and, when learning, written back).
-Writes the table to the "kernels" section of docs/benchmarks.md.
+
+With `--baseline DIR` (a checkout of another version, e.g. `git worktree add /tmp/old v0.1`),
+every run is made in a child process, alternately with this checkout's kernels and with DIR's,
+so that both are measured side by side in the same conditions; the table shows both and their
+ratio. Writes the table to the "kernels" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from _report import command_line, machine, write_section
 
-from streamfm.learners import kernels
+ROOT = Path(__file__).resolve().parent.parent
 
 CASES: list[tuple[int, int]] = [(2, 8), (2, 32), (10, 8), (100, 8)]
 NNZ_PER_CHUNK = 2_000_000
@@ -59,45 +69,43 @@ class Params:
         self.adagrad = adagrad
 
 
-def sgd_pass(
-    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    order: np.ndarray,
-    p: Params,
-    lr: float,
-    pred: np.ndarray,
-    target_range: np.ndarray,
-) -> None:
-    """One `sgd_csr` pass (regression, constant rate, clipping on); raises if it diverged."""
-    indptr, indices, values, y = data
-    bad = kernels.sgd_csr(
-        indptr,
-        indices,
-        values,
-        y,
-        order,
-        p.w0,
-        p.w,
-        p.V,
-        p.group,
-        np.zeros(1),
-        np.full(1, 0.01),
-        0.0,
-        p.adagrad,
-        p.acc_w0,
-        p.acc_w,
-        p.acc_V,
-        lr,
-        kernels.SCHEDULE_CONSTANT,
-        0.0,
-        0.5,
-        0,
-        kernels.TASK_REGRESSION,
-        True,
-        target_range,
-        pred,
-    )
+def kernels() -> tuple[Callable, Callable]:
+    """(sgd pass, predict) of the streamfm that is importable: today's kernels or 0.1's."""
+    try:
+        from streamfm.learners.scoring import predict_csr
+        from streamfm.learners.sgd import KERNELS
+    except ImportError:  # streamfm 0.1: one kernel with flags
+        from streamfm.learners import kernels as old
+
+        def old_pass(data, order, p, lr, pred, target_range) -> int:
+            indptr, indices, values, y = data
+            return old.sgd_csr(
+                indptr, indices, values, y, order, p.w0, p.w, p.V, p.group, np.zeros(1),
+                np.full(1, 0.01), 0.0, p.adagrad, p.acc_w0, p.acc_w, p.acc_V, lr,
+                old.SCHEDULE_CONSTANT, 0.0, 0.5, 0, old.TASK_REGRESSION, True, target_range, pred,
+            )  # fmt: skip
+
+        return old_pass, old.predict_csr
+
+    def new_pass(data, order, p, lr, pred, target_range) -> int:
+        indptr, indices, values, y = data
+        kernel = KERNELS[("adagrad" if p.adagrad else "sgd", "squared")]
+        return kernel(
+            (indptr, indices, values), y, order, (p.w0, p.w, p.V), (p.acc_w0, p.acc_w, p.acc_V),
+            (0.0, np.zeros(1), np.full(1, 0.01), p.group), (lr, 0.0, 0.5, 0), target_range,
+            True, pred,
+        )  # fmt: skip
+
+    return new_pass, predict_csr
+
+
+def sgd_pass(data, order, p: Params, lr: float, pred, target_range) -> None:
+    """One learning pass (regression, constant rate, clipping on); raises if it diverged."""
+    bad = kernels()[0](data, order, p, lr, pred, target_range)
     if bad >= 0:
-        raise RuntimeError(f"sgd_csr diverged at case {bad}: lower the benchmark's learning rate")
+        raise RuntimeError(
+            f"the kernel diverged at case {bad}: lower the benchmark's learning rate"
+        )
 
 
 def best_seconds_per_pass(run_pass: Callable[[], None], seconds: float, repeats: int) -> float:
@@ -135,8 +143,10 @@ def bench_case(
     p = Params(n_features, k, False)
     indptr, indices, values, _ = data
 
+    predict = kernels()[1]
+
     def run_predict() -> None:
-        kernels.predict_csr(indptr, indices, values, p.w0, p.w, p.V, n_features, pred)
+        predict(indptr, indices, values, p.w0, p.w, p.V, n_features, pred)
 
     out.append(("predict", best_seconds_per_pass(run_predict, seconds, repeats)))
     return out
@@ -150,7 +160,50 @@ def warm_up() -> None:
     for adagrad in (False, True):
         sgd_pass(data, order, Params(16, 4, adagrad), 0.01, pred, np.array([np.inf, -np.inf]))
     p = Params(16, 4, False)
-    kernels.predict_csr(data[0], data[1], data[2], p.w0, p.w, p.V, 16, pred)
+    kernels()[1](data[0], data[1], data[2], p.w0, p.w, p.V, 16, pred)
+
+
+def measure(features: int, seconds: float, repeats: int) -> dict[str, float]:
+    """Best seconds per pass of every (nnz, k, kernel), keyed "nnz/k/kernel"."""
+    warm_up()
+    out = {}
+    for nnz, k in CASES:
+        for name, sec in bench_case(nnz, k, features, seconds, repeats):
+            out[f"{nnz}/{k}/{name}"] = sec
+    return out
+
+
+def measure_in_child(root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """`measure` (one repeat) in a new process importing streamfm from `root`."""
+    cmd = [sys.executable, __file__, "--child", "--features", str(args.features)]
+    cmd += ["--seconds", str(args.seconds)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(args: argparse.Namespace) -> list[str]:
+    """Rows of the table comparing this checkout with --baseline, runs alternating."""
+    best: dict[str, dict[str, float]] = {"now": {}, "baseline": {}}
+    for _ in range(args.repeats):
+        for who, root in (("now", ROOT), ("baseline", args.baseline)):
+            for key, sec in measure_in_child(root, args).items():
+                best[who][key] = min(sec, best[who].get(key, math.inf))
+    rows = [
+        "| nnz/row | k | kernel | rows | baseline M cases/s | now M cases/s | now / baseline |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for key, now in best["now"].items():
+        nnz, k, name = key.split("/")
+        n_rows = NNZ_PER_CHUNK // int(nnz)
+        old = best["baseline"][key]
+        line = (
+            f"| {nnz} | {k} | {name} | {n_rows:,} | {n_rows / old / 1e6:.1f} | "
+            f"{n_rows / now / 1e6:.1f} | {old / now:.3f} |"
+        )
+        rows.append(line)
+        print(line, flush=True)
+    return rows
 
 
 def main() -> None:
@@ -159,41 +212,56 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=10_000, help="feature ids (default 10000)")
     ap.add_argument("--seconds", type=float, default=0.5, help="target length of one run")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure; the best is kept")
+    ap.add_argument(
+        "--baseline", type=Path, help="another checkout to measure side by side with this one"
+    )
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    warm_up()
-    rows = [
-        "| nnz/row | k | kernel | rows | s/pass | M cases/s | M nnz·k/s |",
-        "|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for nnz, k in CASES:
-        n_rows = NNZ_PER_CHUNK // nnz
-        for name, sec in bench_case(nnz, k, args.features, args.seconds, args.repeats):
+    if args.child:
+        print(json.dumps(measure(args.features, args.seconds, 1)))
+        return
+    if args.baseline is not None:
+        rows = side_by_side(args)
+        section, title = "kernels-baseline", "Kernels: this version next to a baseline"
+        how = (
+            f"Each of the {args.repeats} rounds measures this checkout and the baseline "
+            "(`--baseline`) in turn, each in a fresh process; the best of the rounds is kept. "
+        )
+    else:
+        rows = [
+            "| nnz/row | k | kernel | rows | s/pass | M cases/s | M nnz·k/s |",
+            "|---:|---:|---|---:|---:|---:|---:|",
+        ]
+        for key, sec in measure(args.features, args.seconds, args.repeats).items():
+            nnz, k, name = key.split("/")
+            n_rows = NNZ_PER_CHUNK // int(nnz)
             line = (
                 f"| {nnz} | {k} | {name} | {n_rows:,} | {sec:.4f} | {n_rows / sec / 1e6:.1f} | "
-                f"{n_rows * nnz * k / sec / 1e6:.0f} |"
+                f"{n_rows * int(nnz) * int(k) / sec / 1e6:.0f} |"
             )
             rows.append(line)
             print(line, flush=True)
+        section = "kernels"
+        title = "Kernels: per-case SGD / AdaGrad and prediction throughput (one core)"
+        how = f"Best of {args.repeats} runs of ~{args.seconds:g} s each, compiled beforehand; "
     body = "\n".join(
         [
-            "## Kernels: per-case SGD / AdaGrad and prediction throughput (one core)",
+            f"## {title}",
             "",
             f"Command: `{command_line()}`  ",
             f"Machine: {machine()}",
             "",
             f"Synthetic CSR rows, values 1.0, ids one-hot in `nnz` fields over {args.features:,} "
             f"features; {NNZ_PER_CHUNK:,} non-zeros per chunk. Regression with clipping, constant "
-            "rate. Best of "
-            f"{args.repeats} runs of ~{args.seconds:g} s each, compiled beforehand; CPU time of "
-            "the process (single-threaded kernels), so time taken by other jobs on the shared "
-            "machine does not count. nnz·k/s counts the factor entries each case touches (read "
-            "to predict and, when learning, updated). SGD lr 0.001, AdaGrad lr 0.01, targets "
-            "N(0, 1).",
+            f"rate. {how}CPU time of the process (single-threaded kernels), so time taken by "
+            "other jobs on the shared machine does not count. nnz·k/s counts the factor entries "
+            "each case touches (read to predict and, when learning, updated). SGD lr 0.001, "
+            "AdaGrad lr 0.01, targets N(0, 1).",
             "",
             *rows,
         ]
     )
-    write_section("kernels", body)
+    write_section(section, body)
 
 
 if __name__ == "__main__":

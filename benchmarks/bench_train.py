@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -47,12 +48,12 @@ SEARCH_REG_FACTORS = (0.001, 0.01, 0.03)
 # The fixed cost of any `streamfm train`: the imports of the CLI and the training loop, and the
 # first call of a numba kernel (loading its machine code from numba's on-disk cache), no data.
 FLOOR = (
-    "import numpy as np, streamfm.cli, streamfm.pipeline\n"
-    "from streamfm.learners import kernels\n"
-    "from streamfm.model import FMParams\n"
+    "import numpy as np, streamfm.cli, streamfm.training.loop\n"
+    "from streamfm.learners.scoring import predict_csr\n"
+    "from streamfm.learners.params import FMParams\n"
     "p = FMParams(8)\n"
     "p.ensure_features(1)\n"
-    "kernels.predict_csr(np.array([0, 1], np.int64), np.array([0], np.int32), "
+    "predict_csr(np.array([0, 1], np.int64), np.array([0], np.int32), "
     "np.ones(1, np.float32), p.w0, p.w, p.V, p.n_features, np.empty(1))\n"
 )
 
@@ -124,7 +125,7 @@ CASES = [
 ]
 
 
-def timed(cmd: list[str]) -> tuple[float, float, float]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
     """(wall s, peak RSS MB, CPU s = user + system) of one process, from /usr/bin/time."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         proc = subprocess.run(
@@ -132,6 +133,7 @@ def timed(cmd: list[str]) -> tuple[float, float, float]:
             cwd=ROOT,
             capture_output=True,
             text=True,
+            env=env,
         )
         if proc.returncode != 0:
             raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
@@ -139,15 +141,24 @@ def timed(cmd: list[str]) -> tuple[float, float, float]:
     return float(wall), float(kb) / 1024.0, float(user) + float(system)
 
 
-def run_cli(spec: Path, sets: list[str]) -> tuple[float, float, float, list[dict]]:
-    """(wall s, peak RSS MB, CPU s, metrics.json records) of one `streamfm train SPEC -q`."""
+def run_cli(
+    spec: Path, sets: list[str], root: Path | None = None
+) -> tuple[float, float, float, list[dict]]:
+    """(wall s, peak RSS MB, CPU s, metrics.json records) of one `streamfm train SPEC -q`;
+    with `root`, the streamfm of that checkout (`python -m streamfm.cli` on its PYTHONPATH)."""
     out_dir = next(s.split("=", 1)[1] for s in sets if s.startswith("output.dir="))
     metrics = Path(out_dir) / "metrics.json"
     metrics.unlink(missing_ok=True)
-    cmd = [str(streamfm_exe()), "train", str(spec), "-q"]
+    env = None
+    if root is None:
+        cmd = [str(streamfm_exe()), "train", str(spec), "-q"]
+    else:
+        cmd = [str(streamfm_exe().parent / "python"), "-m", "streamfm.cli", "train", str(spec)]
+        cmd.append("-q")
+        env = {**os.environ, "PYTHONPATH": str(root)}
     for s in sets:
         cmd += ["--set", s]
-    wall, mb, cpu = timed(cmd)
+    wall, mb, cpu = timed(cmd, env)
     return wall, mb, cpu, json.loads(metrics.read_text())
 
 
@@ -221,6 +232,9 @@ def main() -> None:
     ap.add_argument(
         "--search", action="store_true", help="re-run the AdaGrad search on the validation split"
     )
+    ap.add_argument(
+        "--baseline", type=Path, help="another checkout: run every case with both, in turns"
+    )
     args = ap.parse_args()
     work = args.work.resolve()
     folder = ensure_planted(args.shared, work).resolve()
@@ -228,6 +242,9 @@ def main() -> None:
 
     if args.search:
         search(folder, work)
+    if args.baseline is not None:
+        side_by_side(args, folder, runs)
+        return
 
     python = str(streamfm_exe().parent / "python")
     for case in CASES:  # warm-up: numba's on-disk cache, the page cache
@@ -313,6 +330,55 @@ def main() -> None:
             f"{rss} | {rmse} | | |"
         )
     write_section("train-planted", "\n".join(lines))
+
+
+def side_by_side(args: argparse.Namespace, folder: Path, runs: Path) -> None:
+    """Every case with this checkout and with --baseline, alternating, medians of --repeats;
+    writes the `train-baseline` section."""
+    roots = {"baseline": args.baseline.resolve(), "now": ROOT}
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for case in CASES:  # warm-up of both
+        for root in roots.values():
+            run_cli(SPECS / case.spec, case_sets(case, folder, runs), root)
+    for r in range(args.repeats):
+        for case in CASES:
+            for who, root in roots.items():
+                wall, _mb, cpu, history = run_cli(
+                    SPECS / case.spec, case_sets(case, folder, runs), root
+                )
+                results.setdefault((case.label, who), []).append(
+                    (wall, cpu, history[-1]["holdout_rmse"])
+                )
+                print(
+                    f"run {r + 1}: {case.label:30s} {who:8s} {wall:6.2f} s CPU {cpu:5.2f} s "
+                    f"RMSE {history[-1]['holdout_rmse']:.4f}",
+                    flush=True,
+                )
+    lines = [
+        "## Training on the planted yardstick: this version next to a baseline",
+        "",
+        f"Command: `{command_line()}`  ",
+        f"Machine: {machine()}",
+        "",
+        "Whole process, `python -m streamfm.cli train SPEC -q` of each checkout (the baseline "
+        "by `--baseline`, on its PYTHONPATH), the same specs and files as the `train-planted` "
+        f"section; one warm-up run each, then {args.repeats} rounds visiting every case with both "
+        "in turns; medians. Ratios < 1: this version is faster.",
+        "",
+        "| case | baseline wall s | now wall s | wall now/baseline | baseline CPU s | now CPU s "
+        "| CPU now/baseline | baseline RMSE | now RMSE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in CASES:
+        b = [statistics.median(x) for x in zip(*results[(case.label, "baseline")], strict=True)]
+        n = [statistics.median(x) for x in zip(*results[(case.label, "now")], strict=True)]
+        line = (
+            f"| {case.label} | {b[0]:.2f} | {n[0]:.2f} | {n[0] / b[0]:.3f} | {b[1]:.2f} | "
+            f"{n[1]:.2f} | {n[1] / b[1]:.3f} | {b[2]:.4f} | {n[2]:.4f} |"
+        )
+        lines.append(line)
+        print(line)
+    write_section("train-baseline", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python benchmarks/examples.py [--data ../shared/data] [SPEC ...]
 
 Runs examples/ml100k-mf.yaml, examples/frappe.yaml and examples/adult.yaml (or the SPECs given)
-through the Python API, `streamfm.pipeline.train(load_spec(path, overrides))`. The specs name their
+through the Python API, `streamfm.training.loop.train(load_spec(path, overrides))`. The specs name their
 files as ../shared/data/...; the overrides of source.path and validation.source.path put `--data`
 in place of that prefix, and output.dir points to a temporary folder (runs/ is left alone).
 
@@ -75,7 +75,7 @@ def main() -> None:
         f"Command: `{command_line()}`  ",
         f"Machine: {machine()}",
         "",
-        "One run per spec through `streamfm.pipeline.train`. Seconds: wall time of `train` (reading, "
+        "One run per spec through `streamfm.training.loop.train`. Seconds: wall time of `train` (reading, "
         "features, all epochs, the holdout evaluation after each epoch, saving). Metrics: the "
         "returned model (the last epoch's; the holdout chooses nothing) on the holdout file. "
         "Hyper-parameters were chosen on a split of each training file only.",

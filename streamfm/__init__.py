@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "FMRegressor": "streamfm.estimators",
     "FMClassifier": "streamfm.estimators",
-    "load_model": "streamfm.persist",
+    "load_model": "streamfm.store.models",
     "Spec": "streamfm.spec",
     "load_spec": "streamfm.spec",
-    "train": "streamfm.pipeline",
+    "train": "streamfm.training.loop",
 }
 
 __all__ = ["__version__", *_LAZY]

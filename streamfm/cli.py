@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import traceback
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -89,8 +88,8 @@ def train(
 ) -> None:
     """Train a model as the spec says; writes the model and metric history to output.dir."""
     _skip_numba_blas_probe()
-    from streamfm.pipeline import train as run_train
     from streamfm.progress import ProgressPrinter
+    from streamfm.training.loop import train as run_train
 
     overrides = [*(set_ or []), *(["source.follow=true"] if follow else [])]
     result = _run(
@@ -117,13 +116,8 @@ def train(
         typer.echo(f"interrupted: resume with  streamfm train {spec} --resume")
 
 
-class OutFormat(str, Enum):
-    parquet = "parquet"
-    csv = "csv"
-
-
 def _load_pipeline_model(path: Path):
-    from streamfm.pipeline import TrainedModel
+    from streamfm.store.trained import TrainedModel
 
     return TrainedModel.load(path)
 

@@ -1,4 +1,5 @@
-"""Checked conversion of user matrices into the plain CSR arrays the kernels take."""
+"""CSRChunk, the rows the learners take; row selection and concatenation; checked conversion of
+user matrices into it."""
 
 from __future__ import annotations
 
@@ -29,6 +30,43 @@ class CSRChunk(NamedTuple):
     def max_id(self) -> int:
         """Largest feature id used (-1 when the chunk has no non-zeros)."""
         return int(self.indices.max()) if self.indices.size else -1
+
+
+def gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` of a CSR structure with row pointers `indptr`; a row number < 0 gives an empty row.
+
+    Returns (new indptr, position in the old non-zero arrays of every new non-zero).
+    """
+    present = rows >= 0
+    r = np.where(present, rows, 0)
+    starts = indptr[r]
+    lengths = np.where(present, indptr[r + 1] - starts, 0)
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    # A non-zero's source: its row's start plus its offset within the row.
+    return out, np.repeat(starts - out[:-1], lengths) + np.arange(out[-1])
+
+
+def take_rows(chunk: CSRChunk, rows: np.ndarray) -> CSRChunk:
+    """The chunk's rows `rows` (int64 row numbers), in that order."""
+    indptr, src = gather(chunk.indptr, rows)
+    return CSRChunk(indptr, chunk.indices[src], chunk.values[src])
+
+
+def concat(chunks: list[CSRChunk]) -> CSRChunk:
+    """Rows of all chunks, one after the other."""
+    if len(chunks) == 1:
+        return chunks[0]
+    indptr = [np.zeros(1, dtype=np.int64)]
+    offset = 0
+    for c in chunks:
+        indptr.append(c.indptr[1:] + offset)
+        offset += c.nnz
+    return CSRChunk(
+        np.concatenate(indptr),
+        np.concatenate([c.indices for c in chunks]),
+        np.concatenate([c.values for c in chunks]),
+    )
 
 
 def to_chunk(X, *, name: str = "X") -> tuple[CSRChunk, int]:

@@ -25,10 +25,9 @@ from streamfm.config import (
 )
 from streamfm.csr import CSRChunk, to_chunk
 from streamfm.errors import DataError, SpecError
-from streamfm.learners.sgd import SGDLearner
-from streamfm.model import FMParams
-from streamfm.persist import load_arrays, save_arrays
+from streamfm.learners.base import Learner, make_learner
 from streamfm.rng import permutation
+from streamfm.store.models import read_model_file, save_model_file
 
 _MODEL_KEYS = set(ModelConfig.model_fields)
 _LEARNER_KEYS = set(LearnerConfig.model_fields) - {"shuffle_buffer"}
@@ -128,9 +127,9 @@ class _FMBase:
             ) from None
         return model, learner, groups
 
-    def _new_learner(self) -> SGDLearner:
+    def _new_learner(self) -> Learner:
         model, learner, groups = self._configs()
-        lrn = SGDLearner(model, learner, task=self._task, group_regularization=groups)
+        lrn = make_learner(model, learner, self._task, groups)
         if self.feature_groups is not None:
             fg = np.asarray(self.feature_groups)
             if fg.ndim != 1 or not np.issubdtype(fg.dtype, np.integer) or (fg < 0).any():
@@ -196,13 +195,15 @@ class _FMBase:
         return self
 
     def _pass(self, chunk: CSRChunk, y: np.ndarray, epoch: int) -> None:
+        # Columns are feature ids: a column seen for the first time gets its parameters now.
+        self.learner_.params.ensure_features(chunk.max_id() + 1)
         order = permutation(self.seed, epoch, chunk.n_rows) if self.shuffle else None
         self.learner_.learn(chunk, y, order)
 
     def _encode_y(self, y: np.ndarray, reset: bool, **kwargs) -> np.ndarray:
         return y
 
-    def _fitted(self) -> SGDLearner:
+    def _fitted(self) -> Learner:
         if not hasattr(self, "learner_"):
             raise SpecError(
                 f"this {type(self).__name__} is not fitted yet: call fit or partial_fit"
@@ -243,18 +244,17 @@ class _FMBase:
         meta = {
             "kind": type(self).__name__,
             "params": params,
-            "learner_state": lrn.state(),
             "n_features_in": int(self.n_features_in_),
             "n_epochs": int(self.n_epochs_),
             **self._extra_meta(),
         }
-        save_arrays(path, meta, lrn.params.arrays())
+        save_model_file(path, meta, {"learner": lrn.state_dict()})
 
     def _extra_meta(self) -> dict:
         return {}
 
     @classmethod
-    def _from_saved(cls, meta: dict, arrays: dict[str, np.ndarray]):
+    def _from_saved(cls, meta: dict, state: dict[str, Any]):
         params = dict(meta["params"])
         if params.get("group_regularization") is not None:
             params["group_regularization"] = {
@@ -262,11 +262,8 @@ class _FMBase:
             }
         est = cls(**params)
         model, learner, groups = est._configs()
-        fm = FMParams.from_arrays(
-            arrays, seed=model.seed, init_std=model.init_std, adagrad_init=learner.adagrad_init
-        )
-        est.learner_ = SGDLearner(model, learner, task=cls._task, params=fm)
-        est.learner_.load_state(meta["learner_state"])
+        est.learner_ = make_learner(model, learner, cls._task, groups)
+        est.learner_.load_state_dict(state["learner"])
         est.n_features_in_ = int(meta["n_features_in"])
         est.n_epochs_ = int(meta["n_epochs"])
         est._load_extra_meta(meta)
@@ -278,10 +275,10 @@ class _FMBase:
     @classmethod
     def load(cls, path: str | Path):
         """Load a model written by `save`."""
-        meta, arrays = load_arrays(path)
+        meta, state = read_model_file(path)
         if meta.get("kind") != cls.__name__:
             raise SpecError(f"{path} holds a {meta.get('kind')}, not a {cls.__name__}")
-        return cls._from_saved(meta, arrays)
+        return cls._from_saved(meta, state)
 
 
 class FMRegressor(_FMBase):

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from streamfm.persist import load_arrays, load_model
+from streamfm.store.models import load_model, read_model_file
 
 
 def describe(path: str | Path, top: int = 10) -> dict[str, Any]:
     """Sizes, groups, spec, metric history and the features with the largest |w| of a model file."""
-    meta, _arrays = load_arrays(path)
+    meta, _state = read_model_file(path)
     model = load_model(path)
     info: dict[str, Any] = {
         "path": str(path),

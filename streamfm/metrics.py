@@ -32,6 +32,7 @@ __all__ = [
     "LogLoss",
     "Metric",
     "WindowedMetric",
+    "MetricSet",
     "make_metric",
 ]
 
@@ -440,3 +441,39 @@ def make_metric(name: str, *, exact: bool = True, window: int | None = None) -> 
     if window is None:
         return factory()
     return WindowedMetric(factory, window)
+
+
+class MetricSet:
+    """Several metrics updated together (one chunk of cases at a time), one state for all."""
+
+    def __init__(self, names: tuple[str, ...] | list[str], *, exact: bool = False, window=None):
+        self.metrics: dict[str, Metric] = {
+            n: make_metric(n, exact=exact, window=window) for n in names
+        }
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        for m in self.metrics.values():
+            m.update(y_true, y_pred)
+
+    def values(self) -> dict[str, float]:
+        """Every metric's current value, by name."""
+        return {n: float(m.value()) for n, m in self.metrics.items()}
+
+    def reset(self) -> None:
+        for m in self.metrics.values():
+            m.reset()
+
+    def state_dict(self) -> dict:
+        return {n: m.state_dict() for n, m in self.metrics.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the metrics `state` has (a metric added since starts empty)."""
+        for n, m in self.metrics.items():
+            if n in state:
+                m.load_state_dict(state[n])
+
+    def __getitem__(self, name: str) -> Metric:
+        return self.metrics[name]
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics)

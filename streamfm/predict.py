@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from streamfm.config import SourceConfig
 from streamfm.errors import SpecError
-from streamfm.persist import write_atomic
+from streamfm.store.archive import write_atomic
 
 
 def write_predictions(model, source: SourceConfig, output: Path, keep: list[str]) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from streamfm.config import (
     GroupRegularization,
@@ -23,9 +23,11 @@ from streamfm.config import (
     format_validation_error,
 )
 from streamfm.errors import SpecError
+from streamfm.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-REGRESSION_METRICS = ("rmse", "mae")
-CLASSIFICATION_METRICS = ("logloss", "auc", "accuracy")
+# Spec sections that must not change between a checkpoint and its resumption: they decide what
+# the model is and how each update is made. Sources, validation, output may change.
+RESUME_FIXED_SECTIONS = ("task", "target", "features", "model", "learner", "groups", "cache")
 
 
 class TargetConfig(StrictModel):
@@ -121,6 +123,7 @@ class Spec(StrictModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     name: str = Field("run", description="run name; set from the spec file's name by load_spec")
+    _builders: list | None = PrivateAttr(default=None)
 
     @field_validator("target", mode="before")
     @classmethod
@@ -154,6 +157,15 @@ class Spec(StrictModel):
         if self.target.positive is not None and self.task != "classification":
             raise ValueError("target.positive: only for task classification")
         return self
+
+    def builders(self) -> list:
+        """The `features` entries validated (`features.registry.ParsedBuilder`, presets expanded),
+        parsed once."""
+        if self._builders is None:
+            from streamfm.features.registry import parse_builders
+
+            self._builders = parse_builders(self.features)
+        return self._builders
 
     def metric_names(self) -> tuple[str, ...]:
         return REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
@@ -240,14 +252,42 @@ def parse_spec(data: dict[str, Any], *, name: str = "run", origin: str = "spec")
         spec = Spec(**data)
     except ValidationError as exc:
         raise SpecError(f"{origin}: {format_validation_error(exc, model=Spec)}") from None
-    # Builders validate their own parameters: build them once now, so errors surface at load time.
-    from streamfm.features.pipeline import FeaturePipeline
-
+    # Builders validate their own parameters: parse them now, so errors surface at load time.
     try:
-        FeaturePipeline.from_specs(spec.features)
+        spec.builders()
     except SpecError as exc:
         raise SpecError(f"{origin}: {exc}") from None
     return spec
+
+
+def spec_difference(saved: dict[str, Any], now: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """(key path, saved value, current value) of the first difference between two dumped specs
+    in the sections a resumed run must keep (`RESUME_FIXED_SECTIONS`; learner.epochs may change),
+    or None."""
+    for section in RESUME_FIXED_SECTIONS:
+        a, b = saved.get(section), now.get(section)
+        if section == "learner":  # more or fewer epochs is fine
+            a, b = ({k: v for k, v in (d or {}).items() if k != "epochs"} for d in (a, b))
+        diff = _first_difference(a, b, section)
+        if diff is not None:
+            return diff
+    return None
+
+
+def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+            if d is not None:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            d = _first_difference(x, y, f"{path}[{i}]")
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (path, a, b)
 
 
 def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Spec:

@@ -8,6 +8,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from streamfm.features.pipeline import FeaturePipeline
+from streamfm.testing import round_trip as state_round_trip
 
 
 def pipeline(*specs):
@@ -35,8 +36,7 @@ def in_batches(p, table, size, training=True):
 
 def round_trip(p, specs):
     q = FeaturePipeline.from_specs(specs)
-    meta, arrays = p.state()
-    q.load_state(meta, arrays)
+    q.load_state_dict(state_round_trip(p.state_dict()))
     return q
 
 

@@ -19,8 +19,8 @@ import yaml
 import streamfm
 from streamfm.datasets import make_event_log
 from streamfm.errors import DataError
-from streamfm.pipeline import train
 from streamfm.spec import parse_spec
+from streamfm.training.loop import train
 
 EXE = Path(sys.executable).with_name("streamfm")
 

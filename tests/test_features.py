@@ -5,9 +5,10 @@ import pyarrow as pa
 import pytest
 
 from streamfm.errors import DataError, SpecError
-from streamfm.features.base import make_builder
 from streamfm.features.pipeline import FeaturePipeline
-from streamfm.space import UNSEEN_ID
+from streamfm.features.registry import make_builder
+from streamfm.features.space import UNSEEN_ID
+from streamfm.testing import round_trip
 
 
 def pipeline(*specs):
@@ -135,8 +136,7 @@ def test_numeric_standardize_is_causal_and_batch_independent():
     assert frozen[0][0] == pytest.approx((50 - mean) / std, rel=1e-5)
     # State round trip.
     q = pipeline(spec)
-    meta, arrays = p.state()
-    q.load_state(meta, arrays)
+    q.load_state_dict(round_trip(p.state_dict()))
     assert rows_of(q.transform(pa.record_batch({"age": [50.0]}), training=False)) == frozen
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from streamfm.keyindex import KeyIndex, key_hashes
+from streamfm.features.keyindex import KeyIndex, key_hashes
 
 
 def reference_ids(chunks):

@@ -11,9 +11,10 @@ import pytest
 import streamfm
 from streamfm.datasets import make_event_log
 from streamfm.errors import DataError
-from streamfm.persist import load_arrays
-from streamfm.pipeline import TrainedModel, train
 from streamfm.spec import parse_spec
+from streamfm.store.archive import read_archive as load_arrays
+from streamfm.store.trained import TrainedModel
+from streamfm.training.loop import train
 
 FEATURES = [
     {"type": "categorical", "columns": ["user"]},
@@ -208,7 +209,7 @@ def test_bad_labels_and_targets_name_file_and_row(data, tmp_path):
 
 def test_a_spec_with_every_builtin_builder(tmp_path):
     from streamfm.datasets import write_event_log
-    from streamfm.features.base import available_builders
+    from streamfm.features.registry import available_builders
 
     paths = write_event_log(tmp_path / "ev", n_users=120, n_items=70, n_events=5_000, seed=4)
     # Add a libFM-style list column pair so the libfm builder has something to read.

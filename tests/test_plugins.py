@@ -11,8 +11,8 @@ import pytest
 import tomllib
 import yaml
 
-from streamfm.features.base import ENTRY_POINT_GROUP
 from streamfm.features.pipeline import FeaturePipeline
+from streamfm.features.registry import ENTRY_POINT_GROUP
 
 PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "plugins" / "streamfm-tokens"
 
@@ -88,3 +88,12 @@ def test_entry_point_discovery_trains_from_a_spec(tmp_path):
         env=env,
     )
     assert "title=car" in r.stdout or "title=red" in r.stdout
+
+
+def test_example_plugin_passes_the_builder_contract(plugin_on_path):
+    from streamfm_tokens import TokensBuilder
+
+    from streamfm.testing import check_builder
+
+    sample = pa.table({"t": ["Big red Car, a car!", None, "", "red bike", "a b c d"] * 20})
+    check_builder(lambda: TokensBuilder("t", TokensBuilder.Params(column="t")), sample)

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from streamfm.checkpoint import Checkpointer
 from streamfm.datasets import make_event_log
 from streamfm.errors import CheckpointError
-from streamfm.persist import load_arrays
-from streamfm.pipeline import train
 from streamfm.spec import load_spec
+from streamfm.store.archive import read_archive as load_arrays
+from streamfm.store.checkpoint import Checkpointer
+from streamfm.training.loop import train
 
 EXE = Path(sys.executable).with_name("streamfm")
 
@@ -108,7 +108,7 @@ def test_checkpoints_are_written_and_pruned(reference, data, tmp_path):
     names = sorted(p.name for p in ckpt.dir.iterdir() if p.name.startswith("ckpt-"))
     assert len(names) == 2  # keep: 2
     assert (ckpt.dir / "latest").read_text() == names[-1]
-    assert ckpt.latest_good().state["complete"] is True
+    assert ckpt.latest_good().state["run"]["complete"] is True
     assert not (ckpt.dir / "chunks.npy").exists(), "the chunk cache is removed at the end"
 
 
@@ -179,9 +179,9 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous(reference, data,
     assert r.returncode == -signal.SIGKILL
     ckpt = Checkpointer(tmp_path / "out" / "checkpoints")
     latest = ckpt.dir / (ckpt.dir / "latest").read_text()
-    blob = bytearray((latest / "arrays.npz").read_bytes())
+    blob = bytearray((latest / "state.zip").read_bytes())
     blob[len(blob) // 2] ^= 0x55
-    (latest / "arrays.npz").write_bytes(bytes(blob))
+    (latest / "state.zip").write_bytes(bytes(blob))
     r = cli("train", spec, "--resume", "-q")
     assert r.returncode == 0, r.stderr
     assert f"checkpoint {latest} is not usable" in r.stderr and "checksum" in r.stderr
@@ -196,8 +196,8 @@ def test_truncated_checkpoint_is_detected(data, tmp_path):
     )
     ckpt = Checkpointer(tmp_path / "out" / "checkpoints")
     latest = ckpt.dir / (ckpt.dir / "latest").read_text()
-    data_bytes = (latest / "state.json").read_bytes()
-    (latest / "state.json").write_bytes(data_bytes[: len(data_bytes) // 2])
+    data_bytes = (latest / "state.zip").read_bytes()
+    (latest / "state.zip").write_bytes(data_bytes[: len(data_bytes) // 2])
     assert "truncated" in ckpt.verify(latest)
     good = ckpt.latest_good()
     assert good is not None and good.path != latest
@@ -242,17 +242,17 @@ def test_signal_writes_a_checkpoint_and_exits_0(reference, data, tmp_path, sig):
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
     import errno
 
-    import streamfm.checkpoint as ck
+    import streamfm.store.checkpoint as ck
 
     spec = load_spec(write_spec(data, tmp_path))
     real = ck._write_file
     calls = {"n": 0}
 
-    def flaky(path, blob):
+    def flaky(path, write):
         calls["n"] += 1
-        if calls["n"] == 7:  # in the third checkpoint
+        if calls["n"] == 5:  # in the third checkpoint (two files each)
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, blob)
+        real(path, write)
 
     monkeypatch.setattr(ck, "_write_file", flaky)
     with pytest.raises(

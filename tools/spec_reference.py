@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from streamfm.features.base import available_builders, resolve_builder
+from streamfm.features.registry import available_builders, resolve_builder
 from streamfm.spec import Spec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "spec.md"

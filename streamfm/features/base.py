@@ -1,4 +1,4 @@
-"""The feature-builder protocol, the Block it produces, and the builder registry.
+"""The feature-builder protocol and the Block it produces (the registry: `features.registry`).
 
 A builder turns a pyarrow RecordBatch into a Block: for every row, some non-zeros, each named
 either by a *key* (any int or string; the FeatureSpace maps keys to global ids, allocating new
@@ -8,19 +8,12 @@ fixed numeric columns). Work is vectorised over the batch; no Python loop per ro
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from streamfm.config import format_validation_error
-from streamfm.errors import SpecError
-
-ENTRY_POINT_GROUP = "streamfm.features"
+from pydantic import BaseModel, ConfigDict
 
 
 @dataclass
@@ -118,104 +111,3 @@ class FeatureBuilder:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
-
-
-_BUILTINS: dict[str, str] = {
-    "categorical": "streamfm.features.categorical:CategoricalBuilder",
-    "numeric": "streamfm.features.numeric:NumericBuilder",
-    "set": "streamfm.features.sets:SetBuilder",
-    "implicit": "streamfm.features.implicit:ImplicitBuilder",
-    "time": "streamfm.features.time:TimeBuilder",
-    "join": "streamfm.features.join:JoinBuilder",
-    "libfm": "streamfm.features.libfm:LibFMBuilder",
-}
-
-
-def _mf_preset(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """`mf`: biased matrix factorization = one-hot user + one-hot item (two feature groups)."""
-    spec = dict(spec)
-    user, item = spec.pop("user", "user"), spec.pop("item", "item")
-    if spec:
-        raise SpecError(f"feature preset 'mf': unknown keys {sorted(spec)}; it takes user and item")
-    return [
-        {"type": "categorical", "columns": [user], "name": user},
-        {"type": "categorical", "columns": [item], "name": item},
-    ]
-
-
-PRESETS = {"mf": _mf_preset}
-
-
-def expand_presets(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace preset entries (e.g. `{type: mf, user: u, item: i}`) by the builders they stand for."""
-    out: list[dict[str, Any]] = []
-    for spec in specs:
-        preset = PRESETS.get(spec.get("type")) if isinstance(spec, dict) else None
-        if preset is None:
-            out.append(spec)
-        else:
-            out.extend(preset({k: v for k, v in spec.items() if k != "type"}))
-    return out
-
-
-def register_builtin(kind: str, target: str) -> None:
-    """Register a built-in builder kind as 'module:Class' (used by the package's own modules)."""
-    _BUILTINS[kind] = target
-
-
-def available_builders() -> dict[str, str]:
-    """Every builder kind known: built-ins, then entry points of group 'streamfm.features'."""
-    found = dict(_BUILTINS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
-
-
-def resolve_builder(kind: str) -> type[FeatureBuilder]:
-    """The builder class for a spec's `type`: a built-in or entry-point name, or 'module:Class'."""
-    target = available_builders().get(kind, kind if ":" in kind else None)
-    if target is None:
-        raise SpecError(
-            f"unknown feature builder type {kind!r}; available: {sorted(available_builders())}, "
-            "or 'module.path:ClassName'"
-        )
-    module_name, _, attr = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError(f"feature builder {kind!r}: cannot load {target!r}: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, FeatureBuilder)):
-        raise SpecError(f"feature builder {kind!r}: {target!r} is not a FeatureBuilder subclass")
-    return cls
-
-
-def make_builder(spec: dict[str, Any], index: int) -> FeatureBuilder:
-    """Instantiate builder number `index` of the spec's `features` list from its mapping."""
-    spec = dict(spec)
-    kind = spec.pop("type", None)
-    where = f"features[{index}]"
-    if not kind:
-        raise SpecError(f"{where}: missing key 'type' (e.g. categorical, numeric, libfm)")
-    cls = resolve_builder(str(kind))
-    name = spec.pop("name", None) or _default_name(kind, spec)
-    try:
-        params = cls.Params(**spec)
-    except ValidationError as exc:
-        raise SpecError(
-            f"{where} ({kind} '{name}'): {format_validation_error(exc, model=cls.Params)}"
-        ) from None
-    return cls(str(name), params)
-
-
-def _default_name(kind: str, spec: dict[str, Any]) -> str:
-    """A builder's group name when the spec gives none: its columns, or its kind and key."""
-    short = kind.split(":")[-1]
-    if spec.get("key"):
-        return f"{short}_{spec['key']}"
-    cols = spec.get("columns") or spec.get("column")
-    if isinstance(cols, str):
-        cols = [cols]
-    if isinstance(cols, list) and cols:
-        name = "_x_".join(map(str, cols))
-        return f"time_{name}" if short == "time" else name
-    return short

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
-from streamfm.keyindex import key_hashes
+from streamfm.features.keyindex import key_hashes
 from streamfm.rng import splitmix64
 
 MISSING_KEY = "\x00missing"

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from numba import njit
 from pydantic import Field, model_validator
 
-from streamfm.chunks import gather
 from streamfm.config import SourceConfig
+from streamfm.csr import gather
 from streamfm.errors import DataError
 from streamfm.features.arrow import (
     as_string_keys,
@@ -31,7 +31,7 @@ from streamfm.features.arrow import (
     ragged_block_parts,
 )
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
-from streamfm.keyindex import KeyIndex
+from streamfm.features.keyindex import KeyIndex
 
 
 class ImplicitParams(BuilderParams):

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from streamfm.chunks import gather
 from streamfm.config import SourceConfig
-from streamfm.errors import DataError, SpecError
+from streamfm.csr import gather
+from streamfm.errors import DataError
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 from streamfm.features.implicit import Vocabulary
@@ -40,6 +40,14 @@ class JoinParams(BuilderParams):
         min_length=1, description="nested builders over the table"
     )
 
+    @field_validator("features")
+    @classmethod
+    def _nested(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from streamfm.features.registry import parse_builders
+
+        parse_builders(v)  # errors name the nested entry
+        return v
+
 
 class JoinBuilder(FeatureBuilder):
     kind = "join"
@@ -50,10 +58,7 @@ class JoinBuilder(FeatureBuilder):
         super().__init__(name, params)
         from streamfm.features.pipeline import FeaturePipeline
 
-        try:
-            self.nested = FeaturePipeline.from_specs(params.features)
-        except SpecError as exc:
-            raise SpecError(f"join '{name}': {exc}") from None
+        self.nested = FeaturePipeline.from_specs(params.features)
         self.rows = Vocabulary()
         self._table = None  # (indptr, nested ids, values) of every table row
 
@@ -74,7 +79,7 @@ class JoinBuilder(FeatureBuilder):
         return Block(indptr, t_values[src], keys=pa.array(t_ids[src].astype(np.int64)))
 
     def _load_table(self) -> None:
-        from streamfm.chunks import concat
+        from streamfm.csr import concat
         from streamfm.sources import open_source
 
         p = self.params
@@ -104,12 +109,10 @@ class JoinBuilder(FeatureBuilder):
     def state_dict(self) -> dict[str, Any]:
         if self._table is None:
             self._load_table()
-        meta, arrays = self.nested.state()
         indptr, ids, values = self._table
         return {
             "rows": list(self.rows.keys),
-            "nested": meta,
-            "nested_arrays": {k.replace("/", ":"): v.copy() for k, v in arrays.items()},
+            "nested": self.nested.state_dict(),
             "indptr": indptr.copy(),
             "ids": ids.copy(),
             "values": values.copy(),
@@ -117,8 +120,7 @@ class JoinBuilder(FeatureBuilder):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows = Vocabulary(state["rows"])
-        arrays = {k.replace(":", "/"): np.asarray(v) for k, v in state["nested_arrays"].items()}
-        self.nested.load_state(state["nested"], arrays)
+        self.nested.load_state_dict(state["nested"])
         self._table = (
             np.asarray(state["indptr"]),
             np.asarray(state["ids"]),

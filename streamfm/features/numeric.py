@@ -162,14 +162,14 @@ class NumericBuilder(FeatureBuilder):
         if np.isnan(self.shift[c]):
             return np.zeros_like(x)
         d = np.where(ok, x - self.shift[c], 0.0)
-        if training:
+        if training and len(x):
             # Per-row running statistics, seeded with the totals so far: the first element of each
             # cumulative sum is the running total, so the additions happen in stream order.
             n = np.cumsum(np.concatenate([[self.count[c]], ok.astype(np.float64)]))[1:]
             s1 = np.cumsum(np.concatenate([[self.sum[c]], d]))[1:]
             s2 = np.cumsum(np.concatenate([[self.sumsq[c]], d * d]))[1:]
             self.count[c], self.sum[c], self.sumsq[c] = n[-1], s1[-1], s2[-1]
-        else:
+        else:  # frozen, or nothing to learn from
             n, s1, s2 = self.count[c], self.sum[c], self.sumsq[c]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = s1 / n

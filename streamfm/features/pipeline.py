@@ -4,28 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from streamfm.csr import CSRChunk
 from streamfm.errors import SpecError
-from streamfm.features.base import FeatureBuilder, expand_presets, make_builder
-from streamfm.space import FeatureSpace
-from streamfm.state import join_arrays, split_arrays
+from streamfm.features.base import FeatureBuilder
+from streamfm.features.registry import ParsedBuilder, parse_builders
+from streamfm.features.space import FeatureSpace
 
 
 class FeaturePipeline:
     """Builders in spec order; builder i is feature group i of the space."""
 
     def __init__(self, builders: list[FeatureBuilder], space: FeatureSpace | None = None) -> None:
-        names = [b.name for b in builders]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise SpecError(
-                f"features: builder names must be unique; repeated: {dupes} (set 'name')"
-            )
-        if not builders:
-            raise SpecError("features: at least one feature builder is needed")
         self.builders = builders
         if space is None:
             space = FeatureSpace()
@@ -34,9 +25,12 @@ class FeaturePipeline:
         self.space = space
 
     @classmethod
-    def from_specs(cls, specs: list[dict[str, Any]]) -> FeaturePipeline:
-        """Builders from the spec's `features` list (mappings with a `type`; presets expanded)."""
-        return cls([make_builder(s, i) for i, s in enumerate(expand_presets(specs))])
+    def from_specs(cls, specs: list[dict[str, Any]] | list[ParsedBuilder]) -> FeaturePipeline:
+        """New builders for a spec's `features` list (mappings with a `type`, validated here),
+        or for entries validated already (`registry.parse_builders`)."""
+        if not all(isinstance(s, ParsedBuilder) for s in specs):
+            specs = parse_builders(list(specs))
+        return cls([p.make() for p in specs])
 
     def columns(self) -> list[str]:
         """Every input column any builder reads, in first-use order."""
@@ -62,21 +56,21 @@ class FeaturePipeline:
         return f"{group}={name}"
 
     # --- state
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(JSON-able meta, arrays): the space and every builder's state. numpy arrays inside a
-        builder's state are stored as arrays (not JSON), referenced by name from the meta."""
-        meta, arrays = self.space.state()
-        meta["builders"] = [
-            split_arrays(b.state_dict(), f"builder{i}", arrays) for i, b in enumerate(self.builders)
-        ]
-        return meta, arrays
+    def state_dict(self) -> dict[str, Any]:
+        """The space and every builder's state."""
+        return {
+            "space": self.space.state_dict(),
+            "builders": [b.state_dict() for b in self.builders],
+        }
 
-    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.space = FeatureSpace.from_state(meta, arrays)
-        if self.space.groups != [b.name for b in self.builders]:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; SpecError if it was saved for other builders."""
+        groups = list(state["space"]["groups"])
+        if groups != [b.name for b in self.builders]:
             raise SpecError(
-                f"saved feature groups {self.space.groups} differ from the spec's builders "
+                f"saved feature groups {groups} differ from the spec's builders "
                 f"{[b.name for b in self.builders]}"
             )
-        for b, s in zip(self.builders, meta["builders"], strict=True):
-            b.load_state_dict(join_arrays(s, arrays))
+        self.space.load_state_dict(state["space"])
+        for b, s in zip(self.builders, state["builders"], strict=True):
+            b.load_state_dict(s)

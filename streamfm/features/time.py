@@ -21,7 +21,6 @@ from streamfm.errors import DataError
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 
-ENCODINGS = ("hour", "weekday", "month", "day", "bin")
 _SCALE = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 # Integer keys: encoding number in the high bits, value (shifted to be non-negative) below.
 _SHIFT = 1 << 40

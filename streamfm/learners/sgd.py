@@ -1,27 +1,153 @@
-"""SGDLearner: owns FMParams and the learner's counters, and feeds CSR chunks to the kernels."""
+"""Per-case SGD and AdaGrad (libFM's `-method sgd`, xLearn's default): the kernel and its learner.
+
+The kernel is one loop over cases composed of the shared row scorer (`scoring.score_row`), a loss
+(`losses`) and a step rule (`steps`), passed in as jitted functions and inlined, so that every
+combination compiles to one tight loop; `KERNELS` holds the compiled combinations (numba caches
+each on disk, and only the one a run uses is loaded).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import numpy as np
+from numba import njit
 
 from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk
 from streamfm.errors import DivergenceError
-from streamfm.learners import kernels
-from streamfm.model import FMParams
+from streamfm.learners import losses, steps
+from streamfm.learners.params import FMParams
+from streamfm.learners.scoring import predict_csr, score_row
 
 Task = Literal["regression", "classification"]
+LOSS_OF_TASK = {"regression": "squared", "classification": "logistic"}
+
+
+@njit(nogil=True, inline="always", error_model="numpy")
+def _sgd_pass(
+    rows, y, order, params, state, regs, rate, target_range, clip, out,
+    output, gradient, observe, step_linear, step_factor,
+):  # fmt: skip
+    """One pass of per-case updates over the rows `order` (int64 row numbers) of a CSR chunk.
+
+    rows = (indptr, indices, values); params = (w0, w, V) float32, updated in place;
+    state = the step rule's per-coordinate arrays shaped like params (AdaGrad: sums of squared
+    gradients; SGD: unused); regs = (reg0, reg_w_by_group, reg_v_by_group, group) with group[j]
+    the feature group of id j; rate = (lr0, decay, power_t, t0), t0 cases learnt before this call;
+    output, gradient, observe: the loss's jitted functions; step_linear, step_factor: the step rule's.
+
+    For each case: score it, out[row] = loss output (the prediction made before the update), then
+    step w0, w and V of its features along the gradient of the loss plus L2 terms reg·θ (reg0 for
+    w0, by each feature's group for w and V; touched coordinates only) — libFM's update.
+    Returns -1, or the position in `order` of the first case whose prediction or gradient was not
+    finite (parameters are then as they were before it). Raises IndexError, before any update,
+    if a feature id is negative or >= len(w).
+    """
+    indptr, indices, values = rows
+    w0, w, V = params
+    acc_w0, acc_w, acc_V = state
+    reg0, reg_w_by_group, reg_v_by_group, group = regs
+    lr0, decay, power_t, t0 = rate
+    k = V.shape[1]
+    n_params = w.shape[0]
+    top = np.uint32(0)  # largest id read as unsigned: negative ids count as huge
+    for nz in range(indices.shape[0]):
+        top = max(top, np.uint32(indices[nz]))
+    if indices.shape[0] > 0 and top >= n_params:
+        raise IndexError("sgd kernel: a feature id is negative or beyond the parameter arrays")
+    limit = np.uint32(n_params)
+    sums = np.zeros(k, dtype=np.float64)
+    sqs = np.zeros(k, dtype=np.float64)
+    for ii in range(order.shape[0]):
+        r = order[ii]
+        start = np.uint64(indptr[r])
+        stop = np.uint64(indptr[r + 1])
+        p, inter, sq = score_row(start, stop, indices, values, w0, w, V, limit, sums, sqs)
+        score = p + 0.5 * (inter - sq)
+        yr = y[r]
+        pred = output(score, target_range, clip)
+        out[r] = pred
+        g = gradient(pred, yr)
+        if not (math.isfinite(score) and math.isfinite(g) and math.isfinite(inter)):
+            return ii
+        observe(yr, target_range)
+        lr = steps.learning_rate(lr0, decay, power_t, t0 + ii)
+        v0 = w0[0]
+        step_linear(w0, acc_w0, 0, v0, g + reg0 * v0, lr)
+        for nz in range(start, stop):
+            j = np.uint32(indices[nz])
+            x = values[nz]
+            gi = group[j]
+            rv = reg_v_by_group[gi]
+            wj = w[j]
+            step_linear(w, acc_w, j, wj, g * x + reg_w_by_group[gi] * wj, lr)
+            gx = g * x
+            gxx = gx * x
+            for f in range(k):
+                v = V[j, f]
+                step_factor(V, acc_V, j, f, v, gx * sums[f] - gxx * v + rv * v, lr)
+    return -1
+
+
+# --- the compiled combinations (module-level, so that numba can cache each on disk)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_squared(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _sgd_pass(
+        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_logistic(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _sgd_pass(
+        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_squared(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _sgd_pass(
+        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_logistic(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _sgd_pass(
+        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+KERNELS = {
+    ("sgd", "squared"): sgd_squared,
+    ("sgd", "logistic"): sgd_logistic,
+    ("adagrad", "squared"): adagrad_squared,
+    ("adagrad", "logistic"): adagrad_logistic,
+}
 
 
 class SGDLearner:
-    """Per-case SGD (or AdaGrad) on a growing FM, one chunk at a time.
+    """Per-case SGD (or AdaGrad) on a growing FM, one chunk at a time (the `Learner` protocol).
 
-    State that decides the next update, and so is saved with the model: the parameters, the
-    number of cases learnt (`t`, drives the learning-rate schedule) and the range of targets
-    seen (`target_range`, for clipping regression predictions).
+    State that decides the next update: the parameters with the step rule's accumulators, the
+    number of cases learnt (`t`, drives the learning-rate schedule) and the range of targets seen
+    (`target_range`, for clipping regression predictions). Feature ids must have been made room
+    for (`params.ensure_features`) before a chunk using them is learnt.
     """
+
+    methods = ("sgd", "adagrad")
 
     def __init__(
         self,
@@ -31,9 +157,8 @@ class SGDLearner:
         group_regularization: dict[int, GroupRegularization] | None = None,
         params: FMParams | None = None,
     ) -> None:
-        if task not in ("regression", "classification"):
+        if task not in LOSS_OF_TASK:
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
-        self.model_config = model
         self.config = learner
         self.task: Task = task
         self.params = params or FMParams(
@@ -46,23 +171,39 @@ class SGDLearner:
         self.t = 0
         self.target_range = np.array([np.inf, -np.inf], dtype=np.float64)
         self.group_regularization: dict[int, GroupRegularization] = dict(group_regularization or {})
+        self._regs: tuple[np.ndarray, np.ndarray] | None = None
+        self._regs_seen = 0  # features whose groups the per-group arrays cover
 
     # --- regularisation by group
     def _group_regs(self) -> tuple[np.ndarray, np.ndarray]:
-        n_groups = max([0, *self.group_regularization]) + 1
-        n_groups = max(n_groups, int(self.params.group.max(initial=0)) + 1)
-        reg_w = np.full(n_groups, self.config.reg_linear, dtype=np.float64)
-        reg_v = np.full(n_groups, self.config.reg_factors, dtype=np.float64)
-        for g, reg in self.group_regularization.items():
-            if reg.linear is not None:
-                reg_w[g] = reg.linear
-            if reg.factors is not None:
-                reg_v[g] = reg.factors
-        return reg_w, reg_v
+        """L2 strengths of w and V per group (float64), rebuilt only when new groups appear."""
+        p = self.params
+        if self._regs is not None and self._regs_seen == p.n_features:
+            return self._regs
+        top = int(p.group[self._regs_seen : p.n_features].max(initial=0))
+        n_groups = max(top + 1, max([0, *self.group_regularization]) + 1)
+        if self._regs is None or n_groups > len(self._regs[0]):
+            n_groups = max(n_groups, len(self._regs[0]) if self._regs else 0)
+            reg_w = np.full(n_groups, self.config.reg_linear, dtype=np.float64)
+            reg_v = np.full(n_groups, self.config.reg_factors, dtype=np.float64)
+            for g, reg in self.group_regularization.items():
+                if reg.linear is not None:
+                    reg_w[g] = reg.linear
+                if reg.factors is not None:
+                    reg_v[g] = reg.factors
+            self._regs = (reg_w, reg_v)
+        self._regs_seen = p.n_features
+        return self._regs
+
+    def set_group_regularization(self, groups: dict[int, GroupRegularization]) -> None:
+        """Replace the per-group L2 overrides."""
+        self.group_regularization = dict(groups)
+        self._regs = None
+        self._regs_seen = 0
 
     # --- learning
     def learn(self, chunk: CSRChunk, y: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
-        """One SGD pass over the chunk's rows (in `order`, default as given).
+        """One pass over the chunk's rows (in `order`, default as given).
 
         y: float64 targets (classification: 0/1). Returns the predictions made before each case's
         update (float64, n_rows; regression values or P(y=1)), for progressive validation.
@@ -71,42 +212,30 @@ class SGDLearner:
         y = np.ascontiguousarray(y, dtype=np.float64)
         if order is None:
             order = np.arange(n, dtype=np.int64)
-        self.params.ensure_features(chunk.max_id() + 1)
         reg_w, reg_v = self._group_regs()
         p = self.params
         cfg = self.config
+        decay = float(cfg.decay) if cfg.schedule == "invscaling" else 0.0
+        kernel = KERNELS[("adagrad" if p.adagrad else "sgd", LOSS_OF_TASK[self.task])]
         pred = np.empty(n, dtype=np.float64)
-        bad = kernels.sgd_csr(
-            chunk.indptr,
-            chunk.indices,
-            chunk.values,
-            y,
-            order,
-            p.w0,
-            p.w,
-            p.V,
-            p.group,
-            reg_w,
-            reg_v,
-            float(cfg.reg_bias),
-            p.adagrad,
-            p.acc_w0,
-            p.acc_w,
-            p.acc_V,
-            float(cfg.learning_rate),
-            kernels.SCHEDULE_INVSCALING
-            if cfg.schedule == "invscaling"
-            else kernels.SCHEDULE_CONSTANT,
-            float(cfg.decay),
-            float(cfg.power_t),
-            self.t,
-            kernels.TASK_CLASSIFICATION
-            if self.task == "classification"
-            else kernels.TASK_REGRESSION,
-            bool(cfg.clip_predictions),
-            self.target_range,
-            pred,
-        )
+        try:
+            bad = kernel(
+                (chunk.indptr, chunk.indices, chunk.values),
+                y,
+                order,
+                (p.w0, p.w[: p.n_features], p.V[: p.n_features]),
+                (p.acc_w0, p.acc_w[: p.n_features], p.acc_V[: p.n_features]),
+                (float(cfg.reg_bias), reg_w, reg_v, p.group),
+                (float(cfg.learning_rate), decay, float(cfg.power_t), int(self.t)),
+                self.target_range,
+                bool(cfg.clip_predictions),
+                pred,
+            )
+        except IndexError:
+            raise IndexError(
+                f"a feature id of the chunk is negative or not allocated (the parameters hold "
+                f"{p.n_features} features): the chunk is corrupt or was built for another model"
+            ) from None
         if bad >= 0:
             self.t += int(bad)
             raise DivergenceError(
@@ -136,9 +265,7 @@ class SGDLearner:
         """Raw FM scores y(x), float64 (n_rows,); unseen feature ids contribute nothing."""
         p = self.params
         out = np.empty(chunk.n_rows, dtype=np.float64)
-        kernels.predict_csr(
-            chunk.indptr, chunk.indices, chunk.values, p.w0, p.w, p.V, p.n_features, out
-        )
+        predict_csr(chunk.indptr, chunk.indices, chunk.values, p.w0, p.w, p.V, p.n_features, out)
         return out
 
     def predict(self, chunk: CSRChunk) -> np.ndarray:
@@ -146,15 +273,15 @@ class SGDLearner:
         Classification: P(y=1)."""
         s = self.decision_function(chunk)
         if self.task == "classification":
-            return _sigmoid(s)
+            return sigmoid(s)
         lo, hi = self.target_range
         if self.config.clip_predictions and lo <= hi:
             np.clip(s, lo, hi, out=s)
         return s
 
     # --- state
-    def state(self) -> dict:
-        """JSON-able counters (the arrays live in `params.arrays()`)."""
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and parameters (arrays are views of the live ones: copy to keep them)."""
         lo, hi = self.target_range
         return {
             "task": self.task,
@@ -166,21 +293,23 @@ class SGDLearner:
             "group_regularization": {
                 str(g): r.model_dump() for g, r in self.group_regularization.items()
             },
+            "params": self.params.state_dict(),
         }
 
-    def load_state(self, state: dict) -> None:
-        """Restore counters written by `state()`."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
         self.task = state["task"]
         self.t = int(state["t"])
         lo, hi = state["target_range"]
         self.target_range[:] = [np.inf if lo is None else lo, -np.inf if hi is None else hi]
-        self.group_regularization = {
-            int(g): GroupRegularization(**r)
-            for g, r in state.get("group_regularization", {}).items()
-        }
+        self.set_group_regularization(
+            {int(g): GroupRegularization(**r) for g, r in state["group_regularization"].items()}
+        )
+        self.params.load_state_dict(state["params"])
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Element-wise 1 / (1 + exp(-z)) without overflow (float64)."""
     out = np.empty_like(z)
     pos = z >= 0
     out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))

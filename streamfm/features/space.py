@@ -15,7 +15,7 @@ import pyarrow as pa
 from streamfm.csr import MAX_FEATURE_ID, CSRChunk
 from streamfm.errors import DataError
 from streamfm.features.base import Block
-from streamfm.keyindex import KeyIndex
+from streamfm.features.keyindex import KeyIndex
 
 # Id given to keys never seen in training when predicting: the prediction kernel ignores ids at or
 # beyond the number of seen features, so such non-zeros contribute nothing.
@@ -138,43 +138,47 @@ class FeatureSpace:
         return self.groups[g], builders[g].key_name(key) if builders else str(key)
 
     # --- state
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(JSON-able meta, arrays) describing the space, for model files and checkpoints."""
-        meta = {
-            "n_ids": self.n_ids,
-            "groups": self.groups,
-            "reserved": self.reserved,
-            "key_types": [],
-        }
-        arrays = {"space/id_group": self.id_group[: self.n_ids].copy()}
-        for g, index in enumerate(self._index):
-            keys = index.keys
-            is_int = bool(keys) and all(isinstance(k, int) for k in keys)
-            meta["key_types"].append("int" if is_int else "str")
-            arrays[f"space/ids_{g}"] = np.asarray(index.ids, dtype=np.int64)
-            arrays[f"space/keys_{g}"] = (
-                np.asarray(keys, dtype=np.int64)
+    def state_dict(self) -> dict[str, Any]:
+        """Groups, reserved ranges, the group of every id, and per group its keys (int or str
+        arrays) with their ids, in allocation order."""
+        key_types, keys, ids = [], [], []
+        for index in self._index:
+            k = index.keys
+            is_int = bool(k) and all(isinstance(v, int) for v in k)
+            key_types.append("int" if is_int else "str")
+            ids.append(np.asarray(index.ids, dtype=np.int64))
+            keys.append(
+                np.asarray(k, dtype=np.int64)
                 if is_int
-                else np.asarray([str(k) for k in keys], dtype=str)
+                else np.asarray([str(v) for v in k], dtype=str)
             )
-        return meta, arrays
+        return {
+            "n_ids": self.n_ids,
+            "groups": list(self.groups),
+            "reserved": [list(r) for r in self.reserved],
+            "key_types": key_types,
+            "id_group": self.id_group[: self.n_ids].copy(),
+            "ids": ids,
+            "keys": keys,
+        }
 
-    @classmethod
-    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> FeatureSpace:
-        """Rebuild a space saved by `state`."""
-        space = cls()
-        space.groups = list(meta["groups"])
-        space.reserved = [tuple(r) for r in meta["reserved"]]
-        space.n_ids = int(meta["n_ids"])
-        space.id_group = np.asarray(arrays["space/id_group"], dtype=np.int32).copy()
-        for g, kind in enumerate(meta["key_types"]):
-            ids = arrays[f"space/ids_{g}"].tolist()
-            raw = arrays[f"space/keys_{g}"]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (in place: holders of this space see the change)."""
+        self.groups = list(state["groups"])
+        self.reserved = [(int(b), int(n)) for b, n in state["reserved"]]
+        self.n_ids = int(state["n_ids"])
+        self.id_group = np.asarray(state["id_group"], dtype=np.int32).copy()
+        self._index = []
+        for kind, raw_ids, raw_keys in zip(
+            state["key_types"], state["ids"], state["keys"], strict=True
+        ):
+            ids = np.asarray(raw_ids).tolist()
             keys = (
-                [int(k) for k in raw.tolist()] if kind == "int" else [str(k) for k in raw.tolist()]
+                [int(k) for k in np.asarray(raw_keys).tolist()]
+                if kind == "int"
+                else [str(k) for k in np.asarray(raw_keys).tolist()]
             )
-            space._index.append(KeyIndex.from_keys(keys, ids))
-        return space
+            self._index.append(KeyIndex.from_keys(keys, ids))
 
 
 def _merge(blocks: list[Block], mapped: list[np.ndarray], n_rows: int) -> CSRChunk:

@@ -82,14 +82,15 @@ class BadRows:
             os.fsync(self._file.fileno())
         return self.path.stat().st_size if self.path is not None and self.path.exists() else 0
 
-    def state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
+        """Counts, and the length of the quarantine file (made durable first)."""
         return {
             "skipped": self.skipped,
             "quarantined": self.quarantined,
             "quarantine_bytes": self.sync(),
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore counters; cut the quarantine file back to what the checkpoint had recorded."""
         self.skipped, self.quarantined = int(state["skipped"]), int(state["quarantined"])
         if self.path is not None and self.path.exists():

@@ -1,8 +1,8 @@
 """Checkpoints: a directory per checkpoint, written whole or not at all.
 
-    <dir>/ckpt-00000012/state.json      counters, positions, spec, builder and metric states
-    <dir>/ckpt-00000012/arrays.npz      parameters, optimiser state, vocabularies, buffers
-    <dir>/ckpt-00000012/MANIFEST.json   sha256 and size of both files
+    <dir>/ckpt-00000012/state.zip       every part's state: an archive (`store.archive`) of
+                                        meta.json (spec, counters, positions, ...) and arrays
+    <dir>/ckpt-00000012/MANIFEST.json   sha256 and size of state.zip
     <dir>/latest                        name of the newest complete checkpoint
 
 A checkpoint is written into a temporary directory, every file fsynced, then renamed into place
@@ -13,30 +13,30 @@ Loading verifies the manifest and falls back to the previous good checkpoint.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import signal
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from streamfm.errors import CheckpointError
-from streamfm.persist import fsync_dir, write_atomic
+from streamfm.store.archive import fsync_dir, read_archive, write_archive, write_atomic
+from streamfm.store.state import join_arrays, split_arrays
 
 PREFIX = "ckpt-"
-STATE, ARRAYS, MANIFEST, LATEST = "state.json", "arrays.npz", "MANIFEST.json", "latest"
+STATE, MANIFEST, LATEST = "state.zip", "MANIFEST.json", "latest"
 
 
 @dataclass
 class Checkpoint:
     path: Path
-    state: dict[str, Any]
-    arrays: dict[str, np.ndarray]
+    state: dict[str, Any]  # as written: a tree of JSON values and numpy arrays
 
 
 def _crash_point(seq: int, stage: str) -> None:
@@ -54,9 +54,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Create `path`, call `write(file)`, fsync."""
     with open(path, "wb") as f:
-        f.write(data)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
 
@@ -75,8 +76,9 @@ class Checkpointer:
         found = [p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
         return sorted(found, key=lambda p: p.name)
 
-    def write(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-        """Write a new checkpoint; returns its directory. On failure the old ones stay as they were."""
+    def write(self, state: dict[str, Any]) -> Path:
+        """Write a new checkpoint of `state` (a tree of JSON values and numpy arrays); returns
+        its directory. On failure the old ones stay as they were."""
         self.dir.mkdir(parents=True, exist_ok=True)
         existing = self._existing()
         seq = int(existing[-1].name[len(PREFIX) :]) + 1 if existing else 1
@@ -85,22 +87,16 @@ class Checkpointer:
         # Half-written checkpoints of a crashed run (one writer per directory) are rubbish.
         for stale in self.dir.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        arrays: dict[str, np.ndarray] = {}
+        meta = split_arrays(state, arrays)
         try:
             tmp.mkdir()
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
-                for name, arr in arrays.items():
-                    member = io.BytesIO()
-                    np.save(member, np.ascontiguousarray(arr), allow_pickle=False)
-                    z.writestr(f"{name}.npy", member.getvalue())
-            _write_file(tmp / ARRAYS, buf.getvalue())
+            _write_file(tmp / STATE, lambda f: write_archive(f, meta, arrays))
             _crash_point(seq, "arrays")
-            _write_file(tmp / STATE, json.dumps(state, sort_keys=True).encode())
             manifest = {
-                n: {"sha256": _sha256(tmp / n), "bytes": (tmp / n).stat().st_size}
-                for n in (STATE, ARRAYS)
+                STATE: {"sha256": _sha256(tmp / STATE), "bytes": (tmp / STATE).stat().st_size}
             }
-            _write_file(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+            _write_file(tmp / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
             fsync_dir(tmp)
             _crash_point(seq, "rename")
             os.rename(tmp, final)
@@ -123,28 +119,24 @@ class Checkpointer:
             manifest = json.loads((path / MANIFEST).read_text())
         except (OSError, ValueError) as exc:
             return f"manifest unreadable ({exc})"
-        for name in (STATE, ARRAYS):
-            entry = manifest.get(name)
-            if entry is None:
-                return f"manifest lacks {name}"
-            f = path / name
-            if not f.exists():
-                return f"{name} is missing"
-            if f.stat().st_size != entry["bytes"]:
-                return (
-                    f"{name} has {f.stat().st_size} bytes, expected {entry['bytes']} (truncated?)"
-                )
-            if _sha256(f) != entry["sha256"]:
-                return f"{name} does not match its checksum (altered or corrupted)"
+        if "state.json" in manifest:
+            return "written by streamfm 0.1 in another format, which this version cannot resume"
+        entry = manifest.get(STATE)
+        if entry is None:
+            return f"manifest lacks {STATE}"
+        f = path / STATE
+        if not f.exists():
+            return f"{STATE} is missing"
+        size = f.stat().st_size
+        if size != entry["bytes"]:
+            return f"{STATE} has {size} bytes, expected {entry['bytes']} (truncated?)"
+        if _sha256(f) != entry["sha256"]:
+            return f"{STATE} does not match its checksum (altered or corrupted)"
         return None
 
     def load(self, path: Path) -> Checkpoint:
-        state = json.loads((path / STATE).read_text())
-        with zipfile.ZipFile(path / ARRAYS) as z:
-            arrays = {
-                n[:-4]: np.load(io.BytesIO(z.read(n)), allow_pickle=False) for n in z.namelist()
-            }
-        return Checkpoint(path, state, arrays)
+        meta, arrays = read_archive(path / STATE)
+        return Checkpoint(path, join_arrays(meta, arrays))
 
     def latest_good(self) -> Checkpoint | None:
         """The newest checkpoint that verifies (newest first: `latest`, then by sequence).
@@ -163,7 +155,7 @@ class Checkpointer:
             if problem is None:
                 try:
                     return self.load(path)
-                except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
                     problem = f"unreadable ({exc})"
             self.warnings.append(
                 f"checkpoint {path} is not usable: {problem}; trying the previous one"

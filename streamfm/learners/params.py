@@ -9,6 +9,8 @@ rows beyond that are pre-initialised capacity. A feature's initial factors depen
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from streamfm.rng import normal_by_id
@@ -38,16 +40,20 @@ class FMParams:
         self.init_std = float(init_std)
         self.adagrad = bool(adagrad)
         self.adagrad_init = float(adagrad_init)
+        self._reset(max(int(capacity), MIN_CAPACITY))
+
+    def _reset(self, capacity: int) -> None:
+        """Initial parameters, no feature seen, `capacity` rows allocated."""
         self.n_features = 0
         self.w0 = np.zeros(1, dtype=PARAM_DTYPE)
         self.w = np.zeros(0, dtype=PARAM_DTYPE)
         self.V = np.zeros((0, self.k), dtype=PARAM_DTYPE)
         self.group = np.zeros(0, dtype=np.int32)
         # Plain SGD keeps empty accumulators: the kernels take the same arrays either way.
-        self.acc_w0 = np.full(1, self.adagrad_init if adagrad else 0.0, dtype=PARAM_DTYPE)
+        self.acc_w0 = np.full(1, self.adagrad_init if self.adagrad else 0.0, dtype=PARAM_DTYPE)
         self.acc_w = np.zeros(0, dtype=PARAM_DTYPE)
         self.acc_V = np.zeros((0, self.k), dtype=PARAM_DTYPE)
-        self._grow_to(max(int(capacity), MIN_CAPACITY))
+        self._grow_to(capacity)
 
     @property
     def capacity(self) -> int:
@@ -101,32 +107,38 @@ class FMParams:
             and np.isfinite(self.V[:n]).all()
         )
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The seen part of every array (what a saved model holds), keyed by name."""
+    def state_dict(self) -> dict[str, Any]:
+        """The seen part of every array (views of the live arrays: copy to keep them) and
+        the number of seen features."""
         n = self.n_features
-        out = {"w0": self.w0, "w": self.w[:n], "V": self.V[:n], "group": self.group[:n]}
+        out: dict[str, Any] = {
+            "n_features": n,
+            "w0": self.w0,
+            "w": self.w[:n],
+            "V": self.V[:n],
+            "group": self.group[:n],
+        }
         if self.adagrad:
             out.update(acc_w0=self.acc_w0, acc_w=self.acc_w[:n], acc_V=self.acc_V[:n])
         return out
 
-    @classmethod
-    def from_arrays(
-        cls, arrays: dict[str, np.ndarray], *, seed: int, init_std: float, adagrad_init: float = 1.0
-    ) -> FMParams:
-        """Rebuild parameters saved by `arrays()`; capacity beyond them is initialised by id as usual."""
-        V = np.asarray(arrays["V"], dtype=PARAM_DTYPE)
-        n, k = V.shape
-        adagrad = "acc_w" in arrays
-        p = cls(
-            k, seed=seed, init_std=init_std, adagrad=adagrad, adagrad_init=adagrad_init, capacity=n
-        )
-        p.n_features = n
-        p.w0[:] = arrays["w0"]
-        p.w[:n] = arrays["w"]
-        p.V[:n] = V
-        p.group[:n] = arrays["group"]
-        if adagrad:
-            p.acc_w0[:] = arrays["acc_w0"]
-            p.acc_w[:n] = arrays["acc_w"]
-            p.acc_V[:n] = arrays["acc_V"]
-        return p
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; capacity beyond it is initialised by id as usual.
+
+        ValueError if the arrays do not fit these parameters (k, optimiser state)."""
+        V = np.asarray(state["V"])
+        n = int(state["n_features"])
+        if V.shape != (n, self.k):
+            raise ValueError(f"V has shape {V.shape}, expected ({n}, {self.k})")
+        if self.adagrad != ("acc_w" in state):
+            raise ValueError("the saved parameters were learnt with another optimiser")
+        self._reset(max(n, MIN_CAPACITY))
+        self.n_features = n
+        self.w0[:] = state["w0"]
+        self.w[:n] = state["w"]
+        self.V[:n] = V
+        self.group[:n] = state["group"]
+        if self.adagrad:
+            self.acc_w0[:] = state["acc_w0"]
+            self.acc_w[:n] = state["acc_w"]
+            self.acc_V[:n] = state["acc_V"]

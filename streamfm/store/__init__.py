@@ -1,0 +1,1 @@
+"""What a run leaves on disk: model files and checkpoints (one archive format), nested states."""

@@ -1,0 +1,79 @@
+"""The one file format of streamfm: a zip archive of `meta.json` and one `.npy` per array.
+
+Model files (`model.sfm`) and checkpoints (`ckpt-*/state.zip`) are both such archives, written
+and read by this module only. No pickle: any zip tool and `numpy.load` read them. Arrays are
+streamed into the archive one at a time (no copy of the whole state is assembled in memory).
+`write_atomic` writes to a temporary name, fsyncs and renames, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+META = "meta.json"
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write(fileobj)` on a temporary file next to `path`, fsync it and rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so that a rename inside it survives a crash (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_archive(f: BinaryIO, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write `meta` (JSON-able) and `arrays` (name -> array) as a zip archive into `f`."""
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        z.writestr(META, json.dumps(meta, indent=1, sort_keys=True))
+        for name, arr in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
+
+
+def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(meta, arrays) of an archive written by `write_archive`.
+
+    zip CRCs are checked while reading; OSError, zipfile.BadZipFile, KeyError or ValueError
+    when the file is not such an archive or is damaged.
+    """
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(z.read(META))
+        arrays = {}
+        for name in z.namelist():
+            if name.endswith(".npy"):
+                with z.open(name) as member:
+                    arrays[name[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{META} is not a JSON object")
+    return meta, arrays

@@ -1,0 +1,166 @@
+"""The saved model of a spec: its feature pipeline (vocabularies, builder states) and learner (FM
+parameters); predictions and evaluation on new data; the model file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from streamfm.config import GroupRegularization, SourceConfig
+from streamfm.csr import CSRChunk
+from streamfm.errors import SpecError
+from streamfm.features.pipeline import FeaturePipeline
+from streamfm.learners.base import Learner, make_learner
+from streamfm.metrics import make_metric
+from streamfm.sources import open_source
+from streamfm.spec import Spec, parse_spec
+from streamfm.store.models import read_model_file, save_model_file
+
+
+class TrainedModel:
+    """A model trained from a spec: feature pipeline (with its vocabularies) and FM parameters."""
+
+    def __init__(self, spec: Spec, pipeline: FeaturePipeline, learner: Learner, history=None):
+        self.spec = spec
+        self.pipeline = pipeline
+        self.learner = learner
+        self.history: list[dict[str, Any]] = history or []
+        self.summary: dict[str, Any] = {}
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    def transform(self, batch: pa.RecordBatch) -> CSRChunk:
+        """Design-matrix rows of `batch` (state frozen; unseen values contribute nothing)."""
+        return self.pipeline.transform(batch, training=False)
+
+    def predict_batch(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Predictions for a RecordBatch: regression values, or P(class 1)."""
+        return self.learner.predict(self.transform(batch))
+
+    def predict_table(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """Predictions for an in-memory table (any number of batches)."""
+        if isinstance(table, pa.RecordBatch):
+            return self.predict_batch(table)
+        parts = [self.predict_batch(b) for b in table.to_batches()]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def source_config(
+        self, path: str | list[str], fmt: str | None = None, batch_size: int | None = None
+    ) -> SourceConfig:
+        """A SourceConfig for new data read like the training data (same CSV options)."""
+        src = self.spec.source
+        return SourceConfig(
+            path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
+        )
+
+    def predict_source(
+        self, source: SourceConfig, keep_columns: list[str] | None = None
+    ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """Stream (kept columns, predictions) over a source, batch by batch."""
+        columns = list(dict.fromkeys([*self.pipeline.columns(), *(keep_columns or [])]))
+        for batch, _pos in open_source(source).batches(columns=columns):
+            kept = batch.select(keep_columns) if keep_columns else None
+            yield kept, self.predict_batch(batch)
+
+    def holdout_chunks(self, source: SourceConfig) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """Built (chunk, target) pairs of a source holding the target column (state frozen).
+        Bad rows follow the source's `on_bad_rows` (quarantine counts as skip here)."""
+        from streamfm.training.badrows import BadRows
+        from streamfm.training.targets import clean_batch
+
+        policy = "skip" if source.on_bad_rows == "quarantine" else source.on_bad_rows
+        bad = BadRows(policy, None)
+        src = open_source(source)
+        if policy != "fail":
+            src.on_bad_row = bad.from_source
+        columns = [*self.pipeline.columns(), self.spec.target.column]
+        for batch, pos in src.batches(columns=columns):
+            first = pos.row - batch.num_rows + 1
+            batch, y = clean_batch(
+                batch, self.pipeline, self.spec.target, self.task, bad, pos.path, first
+            )
+            yield self.transform(batch), y
+
+    def evaluate(
+        self,
+        source: SourceConfig | list[tuple[CSRChunk, np.ndarray]],
+        metrics: tuple[str, ...] | None = None,
+    ) -> dict[str, float]:
+        """Exact metrics on a source holding the target column (or on already built chunks)."""
+        names = metrics or self.spec.metric_names()
+        found = [make_metric(n, exact=True) for n in names]
+        chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
+        n = 0
+        for chunk, y in chunks:
+            pred = self.learner.predict(chunk)
+            for m in found:
+                m.update(y, pred)
+            n += chunk.n_rows
+        out = {m.name: float(m.value()) for m in found}
+        out["rows"] = n
+        return out
+
+    # --- persistence
+    def state_dict(self) -> dict[str, Any]:
+        """The learner (parameters, counters) and the feature pipeline (space, builders)."""
+        return {"learner": self.learner.state_dict(), "features": self.pipeline.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        self.pipeline.load_state_dict(state["features"])
+
+    def save(self, path: str | Path) -> None:
+        """One file: FM parameters, vocabularies and builder states, spec, metric history."""
+        meta = {
+            "kind": "pipeline",
+            "spec": self.spec.model_dump(mode="json"),
+            "history": self.history,
+            "summary": self.summary,
+        }
+        save_model_file(path, meta, self.state_dict())
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> TrainedModel:
+        """A model of the spec before any training (fresh builders and parameters)."""
+        pipeline = FeaturePipeline.from_specs(spec.builders())
+        learner = make_learner(spec.model, spec.learner, spec.task, group_regularization(spec))
+        return cls(spec, pipeline, learner)
+
+    @classmethod
+    def _from_saved(cls, meta: dict, state: dict[str, Any], path=None) -> TrainedModel:
+        spec = parse_spec(meta["spec"], name=meta["spec"].get("name", "run"), origin=str(path))
+        model = cls.from_spec(spec)
+        model.load_state_dict(state)
+        model.history = meta.get("history", [])
+        model.summary = meta.get("summary", {})
+        return model
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainedModel:
+        meta, state = read_model_file(path)
+        if meta.get("kind") != "pipeline":
+            raise SpecError(
+                f"{path} holds a {meta.get('kind')} saved by the Python API, not a trained spec"
+            )
+        return cls._from_saved(meta, state, path)
+
+
+def group_regularization(spec: Spec) -> dict[int, GroupRegularization]:
+    """Per feature group (builder index) L2 overrides: the spec's `groups`, then the builders'
+    own reg_linear / reg_factors."""
+    names = [b.name for b in spec.builders()]
+    unknown = sorted(set(spec.groups) - set(names))
+    if unknown:
+        raise SpecError(f"groups: {unknown} name no feature builder (builders: {names})")
+    out = {names.index(n): r for n, r in spec.groups.items()}
+    for g, b in enumerate(spec.builders()):
+        p = b.params
+        if p.reg_linear is not None or p.reg_factors is not None:
+            out.setdefault(g, GroupRegularization(linear=p.reg_linear, factors=p.reg_factors))
+    return out

@@ -1,0 +1,422 @@
+"""The training loop: source -> feature pipeline -> learner, chunk by chunk, resumable.
+
+Memory stays bounded: one source batch (plus a shuffle window) is in flight; the chunk cache lives
+on disk. Every part whose state decides the next update has `state_dict()` / `load_state_dict()`
+and is in every checkpoint (`Trainer.parts`), so a run killed at any moment and resumed ends
+bit-for-bit where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamfm.csr import CSRChunk
+from streamfm.errors import CheckpointError, SpecError
+from streamfm.metrics import MetricSet
+from streamfm.sources import open_source
+from streamfm.spec import Spec, load_spec, spec_difference
+from streamfm.store.checkpoint import Checkpointer
+from streamfm.store.state import copy_state
+from streamfm.store.trained import TrainedModel
+from streamfm.stream import STDIN
+from streamfm.stream import FileStream as SourceStream
+from streamfm.training.badrows import BadRows
+from streamfm.training.evaluation import Evaluation, write_history
+from streamfm.training.replay import ChunkCache, Rebuild
+from streamfm.training.runstate import RunState
+from streamfm.training.shuffle import ShuffleWindow
+from streamfm.training.signals import stop_on_signals
+from streamfm.training.targets import clean_batch
+
+__all__ = ["TrainResult", "Trainer", "TrainedModel", "train"]
+
+ProgressFn = Callable[[dict[str, Any]], None]
+CHECKPOINT_FORMAT = "streamfm-checkpoint"
+
+
+@dataclass
+class TrainResult:
+    model: TrainedModel
+    model_path: Path
+    history: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """One training run of a spec: epochs over the source, validation and early stopping,
+    checkpoints, and the final model and metric history."""
+
+    def __init__(
+        self, spec: Spec, progress: ProgressFn | None = None, *, resume: bool = False
+    ) -> None:
+        self.spec = spec
+        self.progress = progress
+        self.resume = resume
+        self.out_dir = spec.output_dir()
+        self.model = TrainedModel.from_spec(spec)
+        self.pipeline, self.learner = self.model.pipeline, self.model.learner
+        self.columns = list(dict.fromkeys([*self.pipeline.columns(), spec.target.column]))
+        self.checkpointer = Checkpointer(spec.checkpoint_dir(), spec.checkpoint.keep)
+        # --- the parts of the run state (all checkpointed)
+        self.run = RunState(next_eval=spec.validation.every_rows or None)
+        self.evaluation = Evaluation(spec, self.model)
+        self.bad = BadRows(spec.source.on_bad_rows, self.out_dir / spec.output.quarantine)
+        self.cache = self._make_cache()
+        initial = copy_state([b.state_dict() for b in self.pipeline.builders])
+        self.rebuild = Rebuild(spec.builders(), initial, self.pipeline.space)
+        names = spec.metric_names()
+        self.progressive = MetricSet(names)
+        self.window = MetricSet(
+            names if spec.output.window_rows else (), window=spec.output.window_rows
+        )
+        self.shuffle = self._new_shuffle()
+        # --- not checkpointed
+        self._stop = threading.Event()
+        self._start = 0.0
+        self._last_progress = 0.0
+        self._last_ckpt_rows = 0
+        self._last_ckpt_time = 0.0
+        self._known_rows: int | None = None
+        self.notes: list[str] = []
+
+    def parts(self) -> dict[str, Any]:
+        """Every stateful part of the run by name (what a checkpoint holds)."""
+        parts = {
+            "run": self.run,
+            "learner": self.learner,
+            "features": self.pipeline,
+            "rebuild": self.rebuild,
+            "evaluation": self.evaluation,
+            "progressive": self.progressive,
+            "window": self.window,
+            "bad_rows": self.bad,
+        }
+        if self.cache is not None:
+            parts["cache"] = self.cache
+        if self.shuffle is not None:
+            parts["shuffle"] = self.shuffle
+        return parts
+
+    # ----------------------------------------------------------------------------- set-up
+    def _make_cache(self) -> ChunkCache | None:
+        enabled = self.spec.cache.enabled
+        if enabled is None:
+            enabled = self.spec.learner.epochs > 1
+        if not enabled or self.spec.learner.epochs == 1:
+            return None
+        folder = Path(self.spec.cache.dir) if self.spec.cache.dir else self.spec.checkpoint_dir()
+        return ChunkCache(folder / "chunks.npy")
+
+    def _new_shuffle(self) -> ShuffleWindow | None:
+        size = self.spec.learner.shuffle_buffer
+        return ShuffleWindow(size, self.spec.model.seed, self.run.epoch) if size else None
+
+    def _source_rows(self) -> int | None:
+        """Rows per epoch when the files say so without reading them (Parquet), for the ETA."""
+        if self.spec.source.follow or self.spec.source.path == STDIN:
+            return None
+        try:
+            return open_source(self.spec.source).total_rows()
+        except Exception:  # noqa: BLE001 - only an estimate; reading reports real problems
+            return None
+
+    def request_stop(self) -> None:
+        """Finish the current chunk, write a checkpoint and return (used by signal handlers)."""
+        self._stop.set()
+
+    # ----------------------------------------------------------------------------- the loop
+    def run_training(self) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._restore_latest()
+        self._known_rows = self._source_rows()
+        self._start = time.perf_counter()
+        self._last_ckpt_time = time.monotonic()
+        self._last_ckpt_rows = self.run.rows_learnt
+        with stop_on_signals(self._stop):
+            try:
+                while not self.run.complete and not self._stop.is_set():
+                    for chunk, y in self._epoch_stream():
+                        self._learn(chunk, y)
+                        if self._stop.is_set():
+                            break
+                        self._maybe_checkpoint()
+                    if self._stop.is_set():
+                        break
+                    self._end_epoch()
+            finally:
+                self.bad.close()
+                if self.cache is not None:
+                    self.cache.finish()
+        if not self.run.complete:
+            return self._interrupted()
+        return self._finish()
+
+    def _epoch_stream(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """This epoch's (chunk, y) from where the run stands, through the shuffle window."""
+        replaying = self.run.epoch > 0 and self.cache is not None
+        chunks = self._replayed() if replaying else self._read()
+        if self.shuffle is None:
+            yield from chunks
+            return
+        for chunk, y in chunks:
+            yield from self.shuffle.push(chunk, y)
+        yield from self.shuffle.flush()
+
+    def _read(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        run = self.run
+        pipeline = self.pipeline
+        if run.epoch > 0:
+            # Without a cache, later epochs rebuild the rows exactly as the first did.
+            fresh = run.stream["current"] is None and not run.stream["done"]
+            pipeline = self.rebuild.start(fresh_epoch=fresh)
+        stream = SourceStream(
+            self.spec.source,
+            self.columns,
+            on_bad_row=None if self.bad.policy == "fail" else self.bad.from_source,
+            should_stop=self._stop.is_set,
+            on_idle=self._maybe_checkpoint,
+        )
+        for batch, pos in stream.batches(run.stream):
+            if run.epoch == 0:
+                run.rows_read += batch.num_rows
+            first = pos.row - batch.num_rows + 1
+            batch, y = clean_batch(
+                batch, self.pipeline, self.spec.target, self.spec.task, self.bad, pos.path, first
+            )
+            chunk = pipeline.transform(batch, training=True)
+            if self.cache is not None and run.epoch == 0:
+                self.cache.append(chunk, y)
+            yield chunk, y
+
+    def _replayed(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        pos = self.run.replay
+        for chunk, y, n_chunks, n_bytes in self.cache.replay(pos["chunks"], pos["bytes"]):
+            pos["chunks"], pos["bytes"] = n_chunks, n_bytes
+            yield chunk, y
+
+    def _sync_features(self) -> None:
+        """Make room in the parameters for ids the feature space allocated since the last chunk."""
+        space, params = self.pipeline.space, self.learner.params
+        seen = params.n_features
+        if space.n_ids > seen:
+            params.ensure_features(space.n_ids)
+            params.group[seen : space.n_ids] = space.id_group[seen : space.n_ids]
+
+    def _learn(self, chunk: CSRChunk, y: np.ndarray) -> None:
+        self._sync_features()
+        if not chunk.n_rows:
+            return
+        pred = self.learner.learn(chunk, y)
+        self.progressive.update(y, pred)
+        self.window.update(y, pred)
+        run = self.run
+        run.rows_learnt += chunk.n_rows
+        if run.next_eval is not None and run.rows_learnt >= run.next_eval:
+            run.next_eval += self.spec.validation.every_rows
+            self._record(kind="cadence")
+        self._report()
+
+    def _end_epoch(self) -> None:
+        self._record(kind="epoch")
+        if self.evaluation.stopped_early or self.run.epoch + 1 >= self.spec.learner.epochs:
+            self.run.complete = True
+            return
+        self.run.next_epoch()
+        self.rebuild.reset()
+        self.progressive.reset()
+        self.shuffle = self._new_shuffle()
+        self._maybe_checkpoint(force=self.spec.checkpoint.every_rows > 0)
+
+    # ----------------------------------------------------------------------------- progress
+    def _report(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.progress and (
+            force or now - self._last_progress >= self.spec.output.progress_every_seconds
+        ):
+            self._last_progress = now
+            self.progress(self._progress_event(now))
+
+    def _progress_event(self, now: float) -> dict[str, Any]:
+        run = self.run
+        seconds = max(now - self._start, 1e-9)
+        epochs = self.spec.learner.epochs
+        per_epoch = run.rows_read if run.epoch > 0 else self._known_rows
+        rate = run.rows_learnt / seconds
+        eta = (
+            max(per_epoch * epochs - run.rows_learnt, 0) / rate if per_epoch and rate > 0 else None
+        )
+        metric = self.spec.metric_names()[0]
+        shown = self.window[metric] if self.window else self.progressive[metric]
+        return {
+            "rows": run.rows_learnt,
+            "epoch": run.epoch + 1,
+            "epochs": epochs,
+            "rows_per_second": rate,
+            "metric": ("window_" if self.window else "") + metric,
+            "value": shown.value(),
+            "eta_seconds": eta,
+            "total_rows": per_epoch * epochs if per_epoch else None,
+        }
+
+    def _record(self, kind: str) -> None:
+        rec: dict[str, Any] = {
+            "kind": kind,
+            "epoch": self.run.epoch + 1,
+            "rows": self.run.rows_learnt,
+            "seconds": round(time.perf_counter() - self._start, 3),
+            **self.progressive.values(),
+            **{f"window_{n}": v for n, v in self.window.values().items()},
+            **self.evaluation.holdout_scores(kind, self.run.epoch),
+        }
+        if self.evaluation.stopped_early:
+            self.run.complete = True
+        self.evaluation.history.append(rec)
+        if self.progress:
+            self.progress({**self._progress_event(time.perf_counter()), "record": rec})
+
+    # ----------------------------------------------------------------------------- the end
+    def _summary(self) -> dict[str, Any]:
+        run, ev = self.run, self.evaluation
+        seconds = time.perf_counter() - self._start
+        last = ev.history[-1] if ev.history else {}
+        out = {
+            "rows_read": run.rows_read,
+            "rows_learnt": run.rows_learnt,
+            "rows_skipped": self.bad.skipped,
+            "rows_quarantined": self.bad.quarantined,
+            "epochs": run.epoch + 1,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(run.rows_learnt / seconds, 1) if seconds > 0 else None,
+            "features": int(self.learner.params.n_features),
+            "stopped_early": ev.stopped_early,
+            **{f"progressive_{k}": v for k, v in last.items() if k in self.spec.metric_names()},
+        }
+        if ev.best_value is not None:
+            out["best_" + self.spec.validation.metric] = ev.best_value
+        return out
+
+    def _finish(self) -> TrainResult:
+        self.learner.check_finite()
+        if self.spec.checkpoint.enabled:
+            # The final checkpoint keeps the training state (not the restored best model), so a
+            # later --resume (new files, follow mode) continues learning where this run stopped.
+            self.write_checkpoint()
+        if self.cache is not None:
+            self.cache.remove()
+        self.evaluation.restore_best()
+        return self._save(interrupted=False)
+
+    def _interrupted(self) -> TrainResult:
+        path = self.write_checkpoint() if self.spec.checkpoint.enabled else None
+        result = self._save(interrupted=True, publish=self.spec.checkpoint.publish)
+        if path is not None:
+            self.notes.append(f"interrupted after {self.run.rows_learnt:,} rows; checkpoint {path}")
+        return result
+
+    def _save(self, interrupted: bool, publish: bool = True) -> TrainResult:
+        history = self.evaluation.history
+        summary = {
+            **self._summary(),
+            "interrupted": interrupted,
+            "model_record": self.evaluation.saved_record(),
+        }
+        self.model.history = history
+        self.model.summary = summary
+        model_path = self.out_dir / self.spec.output.model
+        if publish:
+            self.model.save(model_path)
+        write_history(history, self.out_dir)
+        return TrainResult(self.model, model_path, history, summary)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _maybe_checkpoint(self, force: bool = False) -> None:
+        c = self.spec.checkpoint
+        if not c.enabled:
+            return
+        learnt = self.run.rows_learnt
+        due_rows = c.every_rows and learnt - self._last_ckpt_rows >= c.every_rows
+        due_time = c.every_seconds and time.monotonic() - self._last_ckpt_time >= c.every_seconds
+        if force or due_rows or (due_time and learnt > self._last_ckpt_rows):
+            self.write_checkpoint()
+            if c.publish:
+                self.model.history = self.evaluation.history
+                self.model.summary = self._summary()
+                self.model.save(self.out_dir / self.spec.output.model)
+
+    def write_checkpoint(self) -> Path:
+        """Write every part's state; returns the checkpoint's directory."""
+        state = {name: part.state_dict() for name, part in self.parts().items()}
+        state["format"] = CHECKPOINT_FORMAT
+        state["spec"] = self.spec.model_dump(mode="json")
+        path = self.checkpointer.write(state)
+        self._last_ckpt_rows = self.run.rows_learnt
+        self._last_ckpt_time = time.monotonic()
+        return path
+
+    def _restore_latest(self) -> None:
+        ck = self.checkpointer.latest_good()
+        self.notes.extend(self.checkpointer.warnings)
+        if ck is None:
+            self.notes.append(
+                f"no checkpoint in {self.checkpointer.dir}: starting from the beginning"
+            )
+            return
+        state = ck.state
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{ck.path} is not a streamfm checkpoint")
+        diff = spec_difference(state["spec"], self.spec.model_dump(mode="json"))
+        if diff is not None:
+            key, old, new = diff
+            raise CheckpointError(
+                f"the checkpoint {ck.path} was written with {key}={old!r} but the spec says "
+                f"{new!r}: it cannot be resumed with this spec (use the original spec, or a new "
+                "checkpoint.dir to start afresh)"
+            )
+        parts = self.parts()
+        missing = sorted(set(parts) - set(state))
+        if missing:
+            raise CheckpointError(f"{ck.path} lacks the state of {', '.join(missing)}")
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+        self._sync_features()
+        run = self.run
+        run.stream.pop("stdin_done", None)  # standard input is a new stream each run
+        current = run.stream.get("current")
+        if current and current["path"] == STDIN:
+            run.stream["current"] = None
+        if run.complete:
+            if self.spec.learner.epochs > 1 or self.evaluation.stopped_early:
+                self.notes.append(f"the run in {ck.path} was complete: nothing to do")
+            else:
+                # A finished single-pass run: go on with files that were not there before.
+                run.complete = False
+        self.notes.append(
+            f"resumed from {ck.path} at {run.rows_learnt:,} learnt rows (epoch {run.epoch + 1})"
+        )
+
+
+def train(
+    spec: Spec | str | Path,
+    overrides: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    resume: bool = False,
+) -> TrainResult:
+    """Run a spec (a Spec, or the path of a spec.yaml); writes its model and metric history.
+    With resume=True, continue from the latest good checkpoint of the spec's checkpoint.dir."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, overrides)
+    elif overrides:
+        raise SpecError("overrides apply to a spec file; change the Spec object instead")
+    trainer = Trainer(spec, progress, resume=resume)
+    result = trainer.run_training()
+    result.summary["notes"] = trainer.notes
+    return result

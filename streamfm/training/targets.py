@@ -1,0 +1,95 @@
+"""Targets: the spec's target column as float64 (0/1 for classification), and a batch's bad rows
+(bad target, or values a builder cannot use) taken out under the source's bad-row policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamfm.errors import DataError
+from streamfm.features.arrow import as_float, as_string_keys, dictionary_codes
+from streamfm.features.pipeline import FeaturePipeline
+from streamfm.spec import TargetConfig
+
+
+def target_values(
+    batch: pa.RecordBatch, target: TargetConfig, task: str, path: str | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(targets as float64 (classification: 0/1), mask of rows whose target is bad, the reason).
+
+    A missing target column is an error for the whole batch (DataError naming the file).
+    """
+    idx = batch.schema.get_field_index(target.column)
+    if idx < 0:
+        raise DataError(
+            f"the target column '{target.column}' is not in the data (columns: "
+            f"{', '.join(batch.schema.names)}); set target.column",
+            path=path,
+        )
+    col = batch.column(idx)
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if task == "classification" and target.positive is not None:
+        keys = as_string_keys(col)
+        bad = ~keys.is_valid().to_numpy(zero_copy_only=False)
+        positive = pa.array(
+            [str(v).lower() if isinstance(v, bool) else str(v) for v in target.positive]
+        )
+        y = pc.fill_null(pc.is_in(keys, value_set=positive), False).to_numpy(zero_copy_only=False)
+        return y.astype(np.float64), bad, "the target is missing"
+    try:
+        y = as_float(col, target.column, "target")
+    except DataError:
+        # Text that is not a number: find the rows, one distinct value at a time.
+        codes, uniques = dictionary_codes(as_string_keys(col))
+        values = np.array([_to_float(v) for v in uniques] + [np.nan], dtype=np.float64)
+        y = values[codes]  # code -1 (missing) picks the trailing NaN
+    bad = ~np.isfinite(y)
+    reason = "the target is missing or not a finite number"
+    if task == "classification":
+        wrong = ~bad & ~((y == 0) | (y == 1) | (y == -1))
+        if wrong.any():
+            return (
+                (y == 1).astype(np.float64),
+                bad | wrong,
+                ("classification labels must be 0/1, -1/+1 or true/false (or set target.positive)"),
+            )
+        y = (y == 1).astype(np.float64)
+    return y, bad, reason
+
+
+def _to_float(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def clean_batch(
+    batch: pa.RecordBatch,
+    pipeline: FeaturePipeline,
+    target: TargetConfig,
+    task: str,
+    bad_rows,
+    path: str | None,
+    first_row: int,
+) -> tuple[pa.RecordBatch, np.ndarray]:
+    """The batch without its bad rows (bad target, values a builder cannot use), and its targets.
+
+    Bad rows go to `bad_rows` (a streamfm.training.badrows.BadRows: fail raises, skip counts, quarantine
+    writes them). first_row: 1-based row number of the batch's first row in `path`.
+    """
+    y, bad, reason = target_values(batch, target, task, path)
+    reasons = np.where(bad, reason, None).astype(object)
+    columns = np.where(bad, target.column, None).astype(object)
+    for b in pipeline.builders:
+        for mask, column, why in b.invalid_rows(batch):
+            new = mask & ~bad
+            reasons[new], columns[new] = why, column
+            bad |= mask
+    if not bad.any():
+        return batch, y
+    bad_rows.from_batch(batch, bad, list(reasons[bad]), list(columns[bad]), path, first_row)
+    keep = ~bad
+    return batch.filter(pa.array(keep)), y[keep]
