@@ -3,7 +3,6 @@ folder or glob for new files (continual learning)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,19 +11,8 @@ import pyarrow as pa
 
 from streamfm.config import SourceConfig
 from streamfm.errors import DataError
-from streamfm.sources import Position, open_source
-from streamfm.sources.base import resolve_files
-
-STDIN = "-"
-# Files still being written are expected to appear under a temporary name and be renamed into
-# place when complete: such names are never read.
-_INCOMPLETE_SUFFIXES = (".tmp", ".part", ".partial", ".inprogress", ".crdownload")
-
-
-def complete_file(path: str) -> bool:
-    """False for names that mark a file still being written (hidden, _temporary, *.tmp, *.part)."""
-    name = os.path.basename(path)
-    return not (name.startswith((".", "_")) or name.lower().endswith(_INCOMPLETE_SUFFIXES))
+from streamfm.sources import STDIN, Position, open_source
+from streamfm.sources.discovery import current_files
 
 
 class FileStream:
@@ -54,12 +42,7 @@ class FileStream:
 
     def files(self) -> list[str]:
         """Files of the source now, in order (follow mode: only complete ones; none is fine)."""
-        if not self.config.follow:
-            return resolve_files(self.config)[0]
-        try:
-            return [f for f in resolve_files(self.config)[0] if complete_file(f)]
-        except DataError:
-            return []  # nothing there yet
+        return current_files(self.config)[0]
 
     def batches(self, state: dict[str, Any]) -> Iterator[tuple[pa.RecordBatch, Position]]:
         done = set(state["done"])

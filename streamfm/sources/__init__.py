@@ -5,15 +5,9 @@
 makes the readers skip malformed rows and report each as a `BadRow` instead of raising DataError.
 """
 
-from streamfm.sources.base import (
-    FORMATS,
-    BadRow,
-    Position,
-    Source,
-    infer_format,
-    open_source,
-)
+from streamfm.sources.base import BadRow, Position, Source, open_source
 from streamfm.sources.csv import CsvSource
+from streamfm.sources.discovery import FORMATS, STDIN, infer_format, resolve_files
 from streamfm.sources.jsonl import JsonlSource
 from streamfm.sources.libfm import LibfmSource
 from streamfm.sources.parquet import ParquetSource
@@ -25,8 +19,10 @@ __all__ = [
     "JsonlSource",
     "LibfmSource",
     "ParquetSource",
+    "STDIN",
     "Position",
     "Source",
     "infer_format",
     "open_source",
+    "resolve_files",
 ]

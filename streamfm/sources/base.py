@@ -1,8 +1,7 @@
-"""Position, the Source base class, format inference, path expansion and `open_source`."""
+"""Position, BadRow, batch cutting, the Source base class and `open_source`."""
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,24 +10,9 @@ from typing import Any
 import pyarrow as pa
 
 from streamfm.config import SourceConfig
-from streamfm.errors import CheckpointError, DataError, SpecError
-from streamfm.sources._io import DEFAULT_BLOCK, STDIN
-
-FORMATS = ("parquet", "csv", "libfm", "jsonl")
-EXTENSIONS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".txt": "csv",
-    ".libfm": "libfm",
-    ".libsvm": "libfm",
-    ".svm": "libfm",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-COMPRESSIONS = (".gz", ".bz2", ".zst")
+from streamfm.errors import CheckpointError, DataError
+from streamfm.sources._io import DEFAULT_BLOCK
+from streamfm.sources.discovery import STDIN, resolve_files
 
 
 @dataclass(frozen=True)
@@ -99,117 +83,6 @@ def clip_text(text: str | bytes | None) -> str | None:
         text = bytes(text).decode("utf-8", "replace")
     text = text.rstrip("\r\n")
     return text if len(text) <= BAD_TEXT_CHARS else text[:BAD_TEXT_CHARS] + "..."
-
-
-def split_extension(path: str) -> tuple[str, str]:
-    """(format extension, compression extension) of a file name, lower-cased, '' when absent."""
-    root, ext = os.path.splitext(os.path.basename(path).lower())
-    comp = ""
-    if ext in COMPRESSIONS:
-        comp = ext
-        ext = os.path.splitext(root)[1]
-    return ext, comp
-
-
-def _format_of(path: str) -> str | None:
-    ext, comp = split_extension(path)
-    fmt = EXTENSIONS.get(ext)
-    if fmt == "parquet" and comp:
-        # Parquet compresses internally; an outer .gz cannot be read by row group.
-        return None
-    return fmt
-
-
-def infer_format(path: str) -> str:
-    """Format of `path` from its extension (an outer .gz/.bz2/.zst is allowed for text formats)."""
-    fmt = _format_of(path)
-    if fmt is None:
-        known = ", ".join(sorted(EXTENSIONS))
-        raise SpecError(
-            f"source.path: cannot tell the format of {path!r} from its extension (known: {known}, "
-            f"text formats optionally followed by {'/'.join(COMPRESSIONS)}); "
-            f"set source.format to one of {', '.join(FORMATS)}"
-        )
-    return fmt
-
-
-def _has_magic(path: str) -> bool:
-    return any(ch in path for ch in "*?[")
-
-
-def _walk(folder: str, fmt: str | None) -> list[str]:
-    """Files below `folder` of format `fmt` (any known format when None), sorted."""
-    out = []
-    for root, dirs, names in os.walk(folder):
-        # Hidden and underscore entries are tool litter (.ipynb_checkpoints, _SUCCESS, _temporary).
-        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-        for name in names:
-            if name.startswith((".", "_")):
-                continue
-            f = _format_of(name)
-            if f is not None and (fmt is None or f == fmt):
-                out.append(os.path.join(root, name))
-    return sorted(out)
-
-
-def _expand(entry: str, base: str, fmt: str | None) -> list[str]:
-    path = os.path.normpath(os.path.join(base, os.path.expanduser(entry)))
-    if _has_magic(path):
-        out = []
-        for m in sorted(glob.glob(path, recursive=True)):
-            if os.path.isdir(m):
-                out.extend(_walk(m, fmt))
-            elif os.path.isfile(m):
-                out.append(m)
-        if not out:
-            raise DataError("no files match this pattern", path=path)
-        return out
-    if os.path.isdir(path):
-        out = _walk(path, fmt)
-        if not out:
-            what = f"{fmt} " if fmt else ""
-            exts = [e for e, f in EXTENSIONS.items() if fmt is None or f == fmt]
-            raise DataError(
-                f"folder holds no {what}files (looked for {', '.join(exts)})", path=path
-            )
-        return out
-    if os.path.isfile(path):
-        return [path]
-    raise DataError("no such file or folder", path=path)
-
-
-def resolve_files(
-    config: SourceConfig, base_dir: str | os.PathLike[str] | None = None
-) -> tuple[list[str], str]:
-    """The source's files (absolute; sorted within each entry, entries in the given order) and format."""
-    entries = [config.path] if isinstance(config.path, str) else list(config.path)
-    if STDIN in entries:
-        if len(entries) > 1:
-            raise SpecError("source.path: '-' (standard input) cannot be combined with other paths")
-        if config.format is None:
-            raise SpecError("source.format must be set when source.path is '-' (standard input)")
-        if config.format == "parquet":
-            raise SpecError("source.format: parquet cannot be read from standard input; use a file")
-        return [STDIN], config.format
-    base = os.path.abspath(base_dir) if base_dir is not None else os.getcwd()
-    files: list[str] = []
-    seen: set[str] = set()
-    for entry in entries:
-        for f in _expand(entry, base, config.format):
-            if f not in seen:
-                seen.add(f)
-                files.append(f)
-    fmt = config.format
-    if fmt is None:
-        found = {f: infer_format(f) for f in files}
-        kinds = sorted(set(found.values()))
-        if len(kinds) > 1:
-            raise SpecError(
-                f"source.path: the files are of several formats ({', '.join(kinds)}); "
-                "set source.format or narrow source.path"
-            )
-        fmt = kinds[0]
-    return files, fmt
 
 
 def check_columns(path: str, requested: Sequence[str] | None, available: Sequence[str]) -> None:

@@ -24,9 +24,10 @@ import pyarrow.csv as pacsv
 from numba import njit
 
 from streamfm.errors import DataError, SpecError
-from streamfm.sources._io import STDIN, ChainStream, open_stream, stdin_stream
+from streamfm.sources._io import ChainStream, open_stream, stdin_stream
 from streamfm.sources._records import BadRecords, RecordScanner, Tee
-from streamfm.sources.base import Piece, Source, check_columns, split_extension
+from streamfm.sources.base import Piece, Source, check_columns
+from streamfm.sources.discovery import STDIN, split_extension
 
 # Bigger blocks infer types from more rows and parse faster; 4 MiB keeps memory modest.
 CSV_BLOCK = 4 << 20

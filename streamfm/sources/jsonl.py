@@ -24,8 +24,9 @@ import pyarrow.json as pajson
 from numba import njit
 
 from streamfm.errors import DataError
-from streamfm.sources._io import STDIN, count_newlines, line_blocks, open_stream, skip_bytes
+from streamfm.sources._io import count_newlines, line_blocks, open_stream, skip_bytes
 from streamfm.sources.base import Piece, Source, check_columns
+from streamfm.sources.discovery import STDIN
 
 _ROW = re.compile(r"in row (\d+)")
 _CHANGED = re.compile(r"Column\((/[^)]*)\) changed from (\w+) to (\w+)")
