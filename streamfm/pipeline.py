@@ -30,9 +30,9 @@ from streamfm.features.pipeline import FeaturePipeline
 from streamfm.learners.sgd import SGDLearner
 from streamfm.metrics import Metric, make_metric
 from streamfm.model import FMParams
+from streamfm.sources import STDIN, SourceStream
 from streamfm.spec import Spec, load_spec
 from streamfm.state import join_arrays, split_arrays
-from streamfm.stream import STDIN, FileStream
 from streamfm.trained import TrainedModel, clean_batch
 
 __all__ = ["TrainResult", "Trainer", "TrainedModel", "train"]
@@ -199,7 +199,7 @@ class Trainer:
                     for b, s in zip(self.replay.builders, self.initial_states, strict=True):
                         b.load_state_dict(s)
             pipeline = self.replay
-        stream = FileStream(
+        stream = SourceStream(
             self.spec.source,
             self.columns,
             on_bad_row=None if self.bad.policy == "fail" else self.bad.from_source,
