@@ -97,7 +97,7 @@ class CacheConfig(StrictModel):
     """Chunk cache: built design-matrix chunks stored on disk in the first epoch, replayed after."""
 
     enabled: bool | None = Field(None, description="default: on when epochs > 1")
-    dir: str | None = Field(None, description="default: a temporary folder inside output.dir")
+    dir: str | None = Field(None, description="default: checkpoint.dir (the chunks.npy file)")
 
 
 class Spec(StrictModel):

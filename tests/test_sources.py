@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from source_helpers import read_all, source
+from source_helpers import batches, read_all, resume_state, source
 
 from streamfm.config import CsvOptions, SourceConfig
 from streamfm.errors import DataError, SpecError
-from streamfm.sources import Position, infer_format, open_source
+from streamfm.sources import Position, SourceStream, infer_format, open_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +101,6 @@ def test_folder_and_glob_order(tmp_path):
         "b/1.csv",
         "b/2.csv",
     ]
-    assert src.total_bytes() == sum(os.path.getsize(f) for f in src.files)
     assert src.total_rows() is None
 
 
@@ -124,9 +123,11 @@ def test_relative_paths_use_base_dir(tmp_path, monkeypatch):
 
 
 def test_position_roundtrip():
-    p = Position(2, "/x/y.csv", 123, 45)
+    p = Position("/x/y.csv", 123, 45)
     d = json.loads(json.dumps(p.to_dict()))
     assert Position.from_dict(d) == p
+    # Positions written before 0.2 also held the index of the file in the source.
+    assert Position.from_dict({"file_index": 2, **d}) == p
 
 
 # -- CSV -------------------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def test_csv_quotes_and_nulls(tmp_path):
         'say "hi"',
         None,
     ]
-    assert positions[-1] == Position(0, str(p), 0, 5)
+    assert positions[-1] == Position(str(p), 0, 5)
     assert src.schema().names == table.column_names
 
 
@@ -267,7 +268,7 @@ def test_empty_csv_files(tmp_path):
     (tmp_path / "c.csv").write_text("x\n1\n")
     table, positions = read_all(source(tmp_path))
     assert table.to_pydict() == {"x": [1]}
-    assert positions == [Position(2, str(tmp_path / "c.csv"), 0, 1)]
+    assert positions == [Position(str(tmp_path / "c.csv"), 0, 1)]
 
 
 # -- libFM -----------------------------------------------------------------------------------------
@@ -337,7 +338,7 @@ def test_libfm_features(tmp_path):
         [1],
     ]
     assert table.column("qid").to_pylist() == [-1, 7, -1, -1, -1, -1]
-    assert positions[-1] == Position(0, str(p), len(LIBFM_TEXT), 6)
+    assert positions[-1] == Position(str(p), len(LIBFM_TEXT), 6)
     check_libfm(table, ref_libfm(LIBFM_TEXT))
 
 
@@ -464,7 +465,7 @@ def test_libfm_error_line_after_resume(tmp_path):
     assert e.value.row == 201
     assert len(seen) > 3
     with pytest.raises(DataError) as e:
-        list(src.batches(start=seen[3]))
+        list(batches(src, start=seen[3]))
     assert e.value.row == 201
 
 
@@ -522,7 +523,7 @@ def test_jsonl(tmp_path):
     assert table.column("user").to_pylist() == ["a", "b", None, "d"]
     assert table.column("n").to_pylist() == [1, 2, 3, 4]
     assert table.column("tags").to_pylist() == [[1, 2], None, [], None]
-    assert positions[-1] == Position(0, str(p), len(JSONL_TEXT), 4)
+    assert positions[-1] == Position(str(p), len(JSONL_TEXT), 4)
     table, _ = read_all(src, columns=["n"])
     assert table.column_names == ["n"]
 
@@ -603,38 +604,64 @@ def make_dataset(tmp_path: Path, fmt: str) -> Path:
     return d
 
 
+def by_file(pairs) -> dict[str, pa.Table]:
+    """The batches of (batch, Position) pairs as one table per file (types may differ by file)."""
+    parts: dict[str, list[pa.RecordBatch]] = {}
+    for batch, pos in pairs:
+        parts.setdefault(pos.path, []).append(batch)
+    return {path: pa.Table.from_batches(b) for path, b in parts.items()}
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "libfm", "jsonl"])
 @pytest.mark.parametrize("batch_size", [1, 3, 16, 1000])
 def test_resume_from_every_position(tmp_path, fmt, batch_size):
     d = make_dataset(tmp_path, fmt)
     src = source(d, batch_size=batch_size, block_size=64)
+    table, _ = read_all(src)
+    assert table.num_rows > 50
+    # The training stream reads each file with its own types: compare file by file.
+    stream = SourceStream(src.config, reader=src.reader)
     batches, positions = [], []
-    for batch, pos in src.batches():
+    for batch, pos in stream.batches({"done": [], "current": None}):
         assert 0 < batch.num_rows <= batch_size
         batches.append(batch)
         positions.append(pos)
-    full = pa.Table.from_batches(batches)
-    assert full.num_rows > 50
-    assert len(set(p.file_index for p in positions)) == len(src.files) - (fmt == "libfm")
-    done = 0
+    full = by_file(zip(batches, positions, strict=True))
+    assert sum(t.num_rows for t in full.values()) == table.num_rows
+    assert len(set(p.path for p in positions)) == len(src.files) - (fmt == "libfm")
+    rows_of: dict[str, int] = {}
     for k, pos in enumerate(positions):
-        done += batches[k].num_rows
+        done = rows_of[pos.path] = rows_of.get(pos.path, 0) + batches[k].num_rows
+        assert pos.row == done
         pos = Position.from_dict(json.loads(json.dumps(pos.to_dict())))
-        rest, _ = read_all(src, start=pos)
-        if done == full.num_rows:
-            assert rest is None
+        rest = by_file(stream.batches(resume_state(src.files, pos)))
+        later = src.files[src.files.index(pos.path) + 1 :]
+        want = {f: full[f] for f in later if f in full}
+        if done < full[pos.path].num_rows:
+            want[pos.path] = full[pos.path].slice(done)
+        assert rest.keys() == want.keys(), (k, pos)
+        for f, t in want.items():
+            assert rest[f].equals(t), (k, pos, f)
+        # The one-file reader resumes alike.
+        one = [b for b, _ in src.reader.read(pos.path, start=pos)]
+        if pos.path in want:
+            assert pa.Table.from_batches(one).equals(want[pos.path]), (k, pos)
         else:
-            assert rest.equals(full.slice(done)), (k, pos)
+            assert one == []
 
 
 def test_resume_checks_its_file(tmp_path):
     d = make_dataset(tmp_path, "libfm")
     src = source(d)
-    with pytest.raises(DataError, match="not part of the source"):
-        list(src.batches(start=Position(0, "/elsewhere/other.libfm", 0, 0)))
-    # The data moved along with its checkpoint: same index, same file name.
-    pos = Position(1, "/old/place/l2.libfm", 0, 0)
-    assert next(src.batches(start=pos))[1].file_index == 1
+    state = {"done": [], "current": Position("/elsewhere/other.libfm", 0, 0).to_dict()}
+    with pytest.raises(DataError, match="no longer part of the source"):
+        list(SourceStream(src.config).batches(state))
+    with pytest.raises(DataError, match="another file") as e:
+        list(src.reader.read(src.files[0], start=Position("/elsewhere/other.libfm", 0, 0)))
+    assert e.value.path == src.files[0] and "/elsewhere/other.libfm" in str(e.value)
+    # The data moved along with its checkpoint: same file name.
+    pos = Position("/old/place/l2.libfm", 0, 0)
+    assert next(src.reader.read(str(d / "l2.libfm"), start=pos))[1].path == str(d / "l2.libfm")
 
 
 # -- standard input --------------------------------------------------------------------------------
@@ -648,7 +675,7 @@ if sys.argv[2] == "peek":
     print(json.dumps(src.schema().names))
 start = Position.from_dict(json.loads(sys.argv[3])) if len(sys.argv) > 3 else None
 rows, positions = [], []
-for batch, pos in src.batches(start=start):
+for batch, pos in src.batches() if start is None else src.reader.read("-", start=start):
     rows.extend(batch.to_pylist())
     positions.append(pos.to_dict())
 print(json.dumps({"rows": rows, "last": positions[-1], "positions": positions}))

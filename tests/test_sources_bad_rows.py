@@ -1,4 +1,4 @@
-"""Bad rows in the readers: DataError without a callback; with `Source.on_bad_row`, each bad row
+"""Bad rows in the readers: DataError without a callback; with `Reader.on_bad_row`, each bad row
 reported once (as a BadRow) and skipped, and resume exact after skipped rows."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from source_helpers import source
+from source_helpers import batches, source
 
 import streamfm.sources.libfm as libfm
 from streamfm.config import CsvOptions
@@ -33,7 +33,7 @@ def run(src, fmt: str, start: Position | None = None):
     bad: list[BadRow] = []
     src.on_bad_row = bad.append
     rows, positions, seen = [], [], []
-    for batch, pos in src.batches(start=start):
+    for batch, pos in batches(src, start=start):
         assert 0 < batch.num_rows <= src.batch_size
         rows.extend(ids(batch, fmt))
         positions.append(pos)
@@ -160,7 +160,7 @@ def test_libfm_without_callback_raises(tmp_path):
             positions.append(pos)
     assert e.value.row == 51 and "not a number" in str(e.value)
     with pytest.raises(DataError) as e:
-        list(src.batches(start=positions[3]))
+        list(batches(src, start=positions[3]))
     assert e.value.row == 51
 
 
@@ -370,7 +370,7 @@ def test_jsonl_without_callback_raises(tmp_path):
             positions.append(pos)
     assert e.value.row == 41 and "not a JSON object" in str(e.value)
     with pytest.raises(DataError) as e:
-        list(src.batches(start=positions[5]))
+        list(batches(src, start=positions[5]))
     assert e.value.row == 41
 
 
@@ -418,12 +418,12 @@ from streamfm.config import SourceConfig
 from streamfm.sources import Position, open_source
 fmt, block, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 src = open_source(SourceConfig(path="-", format=fmt, batch_size=batch))
-src.block_size = block
+src.reader.block_size = block
 bad = []
 src.on_bad_row = lambda b: bad.append([b.path, b.row, b.reason, b.text])
 start = Position.from_dict(json.loads(sys.argv[4])) if len(sys.argv) > 4 else None
 out = {"rows": [], "bad": bad, "positions": [], "seen": []}
-for batch, pos in src.batches(start=start):
+for batch, pos in src.batches() if start is None else src.reader.read("-", start=start):
     out["rows"].extend(batch.column(0).to_pylist())
     out["positions"].append(pos.to_dict())
     out["seen"].append([len(out["rows"]), len(bad)])

@@ -9,7 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
-STDIN = "-"
+from streamfm.sources.discovery import STDIN
+
 # Large enough that per-block Python overhead vanishes, small enough to keep memory flat.
 DEFAULT_BLOCK = 8 << 20
 

@@ -1,8 +1,7 @@
-"""Position, the Source base class, format inference, path expansion and `open_source`."""
+"""Position, BadRow, batch cutting and the Reader base class: one file of one format."""
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,32 +10,16 @@ from typing import Any
 import pyarrow as pa
 
 from streamfm.config import SourceConfig
-from streamfm.errors import CheckpointError, DataError, SpecError
-from streamfm.sources._io import DEFAULT_BLOCK, STDIN
-
-FORMATS = ("parquet", "csv", "libfm", "jsonl")
-EXTENSIONS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".txt": "csv",
-    ".libfm": "libfm",
-    ".libsvm": "libfm",
-    ".svm": "libfm",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-COMPRESSIONS = (".gz", ".bz2", ".zst")
+from streamfm.errors import CheckpointError, DataError
+from streamfm.sources._io import DEFAULT_BLOCK
 
 
 @dataclass(frozen=True)
 class Position:
-    """Where reading resumes: the row right after the batch this position came with.
+    """Where reading a file resumes: the row right after the batch this position came with.
 
     ``row`` counts the good data rows of this file yielded so far: rows skipped as bad (see
-    `Source.on_bad_row`) are not counted, in any format.
+    `Reader.on_bad_row`) are not counted, in any format.
     ``offset`` is format-specific: the row-group index for Parquet, the byte offset of the next
     unread line for libFM and JSON lines. CSV resumes by counting records: past the header, past
     ``row`` good records (records of the wrong column count in between are stepped over, as
@@ -46,25 +29,22 @@ class Position:
     before it: resuming there reports each later bad row again and no earlier one.
     """
 
-    file_index: int
     path: str
     offset: int
     row: int
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for checkpoints."""
-        return {
-            "file_index": self.file_index,
-            "path": self.path,
-            "offset": self.offset,
-            "row": self.row,
-        }
+        return {"path": self.path, "offset": self.offset, "row": self.row}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Position:
-        """Inverse of `to_dict`; CheckpointError if a key is missing or of the wrong kind."""
+        """Inverse of `to_dict`; CheckpointError if a key is missing or of the wrong kind.
+
+        The "file_index" key of positions written before 0.2 is ignored.
+        """
         try:
-            return cls(int(d["file_index"]), str(d["path"]), int(d["offset"]), int(d["row"]))
+            return cls(str(d["path"]), int(d["offset"]), int(d["row"]))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"invalid source position {d!r}: {e}") from e
 
@@ -75,7 +55,7 @@ BAD_TEXT_CHARS = 1000
 
 @dataclass(frozen=True)
 class BadRow:
-    """A malformed row that a reader skipped (reported to `Source.on_bad_row`).
+    """A malformed row that a reader skipped (reported to `Reader.on_bad_row`).
 
     ``row`` is 1-based within ``path`` ("-" for standard input): the line number for libFM and
     JSON lines, the physical line where the record starts for CSV. ``text`` is the raw line or
@@ -99,117 +79,6 @@ def clip_text(text: str | bytes | None) -> str | None:
         text = bytes(text).decode("utf-8", "replace")
     text = text.rstrip("\r\n")
     return text if len(text) <= BAD_TEXT_CHARS else text[:BAD_TEXT_CHARS] + "..."
-
-
-def split_extension(path: str) -> tuple[str, str]:
-    """(format extension, compression extension) of a file name, lower-cased, '' when absent."""
-    root, ext = os.path.splitext(os.path.basename(path).lower())
-    comp = ""
-    if ext in COMPRESSIONS:
-        comp = ext
-        ext = os.path.splitext(root)[1]
-    return ext, comp
-
-
-def _format_of(path: str) -> str | None:
-    ext, comp = split_extension(path)
-    fmt = EXTENSIONS.get(ext)
-    if fmt == "parquet" and comp:
-        # Parquet compresses internally; an outer .gz cannot be read by row group.
-        return None
-    return fmt
-
-
-def infer_format(path: str) -> str:
-    """Format of `path` from its extension (an outer .gz/.bz2/.zst is allowed for text formats)."""
-    fmt = _format_of(path)
-    if fmt is None:
-        known = ", ".join(sorted(EXTENSIONS))
-        raise SpecError(
-            f"source.path: cannot tell the format of {path!r} from its extension (known: {known}, "
-            f"text formats optionally followed by {'/'.join(COMPRESSIONS)}); "
-            f"set source.format to one of {', '.join(FORMATS)}"
-        )
-    return fmt
-
-
-def _has_magic(path: str) -> bool:
-    return any(ch in path for ch in "*?[")
-
-
-def _walk(folder: str, fmt: str | None) -> list[str]:
-    """Files below `folder` of format `fmt` (any known format when None), sorted."""
-    out = []
-    for root, dirs, names in os.walk(folder):
-        # Hidden and underscore entries are tool litter (.ipynb_checkpoints, _SUCCESS, _temporary).
-        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-        for name in names:
-            if name.startswith((".", "_")):
-                continue
-            f = _format_of(name)
-            if f is not None and (fmt is None or f == fmt):
-                out.append(os.path.join(root, name))
-    return sorted(out)
-
-
-def _expand(entry: str, base: str, fmt: str | None) -> list[str]:
-    path = os.path.normpath(os.path.join(base, os.path.expanduser(entry)))
-    if _has_magic(path):
-        out = []
-        for m in sorted(glob.glob(path, recursive=True)):
-            if os.path.isdir(m):
-                out.extend(_walk(m, fmt))
-            elif os.path.isfile(m):
-                out.append(m)
-        if not out:
-            raise DataError("no files match this pattern", path=path)
-        return out
-    if os.path.isdir(path):
-        out = _walk(path, fmt)
-        if not out:
-            what = f"{fmt} " if fmt else ""
-            exts = [e for e, f in EXTENSIONS.items() if fmt is None or f == fmt]
-            raise DataError(
-                f"folder holds no {what}files (looked for {', '.join(exts)})", path=path
-            )
-        return out
-    if os.path.isfile(path):
-        return [path]
-    raise DataError("no such file or folder", path=path)
-
-
-def resolve_files(
-    config: SourceConfig, base_dir: str | os.PathLike[str] | None = None
-) -> tuple[list[str], str]:
-    """The source's files (absolute; sorted within each entry, entries in the given order) and format."""
-    entries = [config.path] if isinstance(config.path, str) else list(config.path)
-    if STDIN in entries:
-        if len(entries) > 1:
-            raise SpecError("source.path: '-' (standard input) cannot be combined with other paths")
-        if config.format is None:
-            raise SpecError("source.format must be set when source.path is '-' (standard input)")
-        if config.format == "parquet":
-            raise SpecError("source.format: parquet cannot be read from standard input; use a file")
-        return [STDIN], config.format
-    base = os.path.abspath(base_dir) if base_dir is not None else os.getcwd()
-    files: list[str] = []
-    seen: set[str] = set()
-    for entry in entries:
-        for f in _expand(entry, base, config.format):
-            if f not in seen:
-                seen.add(f)
-                files.append(f)
-    fmt = config.format
-    if fmt is None:
-        found = {f: infer_format(f) for f in files}
-        kinds = sorted(set(found.values()))
-        if len(kinds) > 1:
-            raise SpecError(
-                f"source.path: the files are of several formats ({', '.join(kinds)}); "
-                "set source.format or narrow source.path"
-            )
-        fmt = kinds[0]
-    return files, fmt
 
 
 def check_columns(path: str, requested: Sequence[str] | None, available: Sequence[str]) -> None:
@@ -271,8 +140,13 @@ def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch
         yield _concat(held), end
 
 
-class Source:
-    """Chunked reader over the files of one source; each subclass reads one format.
+class Reader:
+    """Chunked reader of one file at a time; each subclass reads one format.
+
+    `read(path)` yields the file's rows in record batches of at most `batch_size` rows
+    (`config.batch_size`), each with the Position right after it; batches never hold rows of two
+    files. The reader keeps nothing about a file between reads but small caches (its schema,
+    Parquet row-group sizes), so one reader reads any number of files, one after another.
 
     `on_bad_row` (None by default) decides what a malformed row does: None raises a DataError
     naming the file, the line and what is wrong; a callable makes the reader skip the row, call
@@ -286,51 +160,56 @@ class Source:
     format: str = ""
     on_bad_row: Callable[[BadRow], None] | None = None
 
-    def __init__(self, config: SourceConfig, files: Sequence[str]) -> None:
+    def __init__(self, config: SourceConfig) -> None:
         self.config = config
-        self.files: list[str] = list(files)
         self.batch_size: int = config.batch_size
         # Bytes per read for text formats; tests shrink it to exercise block boundaries.
         self.block_size: int = DEFAULT_BLOCK
-        self._schema: pa.Schema | None = None
+        self._schema: tuple[str, pa.Schema] | None = None  # (path, its schema), the last asked
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self.files)} file(s), batch_size={self.batch_size})"
+        return f"{type(self).__name__}(batch_size={self.batch_size})"
 
-    def batches(
-        self, columns: Sequence[str] | None = None, start: Position | None = None
+    def read(
+        self,
+        path: str,
+        columns: Sequence[str] | None = None,
+        start: Position | Mapping[str, Any] | None = None,
+        *,
+        schema: pa.Schema | None = None,
     ) -> Iterator[tuple[pa.RecordBatch, Position]]:
-        """Yield (batch of at most `batch_size` rows, Position to resume right after it), in order.
+        """Yield (batch of at most `batch_size` rows, Position to resume right after it) of the
+        file `path` ("-": standard input), in order.
 
-        `columns` (None or empty: all) selects and orders the columns; `start` resumes at a Position
-        yielded earlier. Batches never span two files.
+        `columns` (None or empty: all) selects and orders the columns; `start` resumes at a
+        Position yielded earlier for this file (or for a file of the same name elsewhere: the
+        data moved along with its checkpoint). `schema`, the schema of an earlier file of the
+        same source (`schema(first file)`), has this file read with that file's column types
+        (CSV, JSON lines), so that a column keeps one type throughout; None: its own types.
         """
         cols = _normalize_columns(columns)
-        first, offset, row = self._resolve_start(start)
-        for i in range(first, len(self.files)):
-            path = self.files[i]
-            if i != first:
-                offset, row = 0, 0
-            pieces = self._read_file(i, path, cols, offset, row)
-            for batch, end in rebatch(pieces, self.batch_size):
-                row += batch.num_rows
-                yield batch, Position(i, path, self._resume_offset(i, row, end), row)
+        offset, row = self._start(path, start)
+        for batch, end in rebatch(self._pieces(path, cols, offset, row, schema), self.batch_size):
+            row += batch.num_rows
+            yield batch, Position(path, self._resume_offset(path, row, end), row)
 
-    def schema(self) -> pa.Schema:
-        """Arrow schema of the first file (read from its head)."""
+    def schema(self, path: str) -> pa.Schema:
+        """Arrow schema of the file `path` (read from its head)."""
         raise NotImplementedError
 
-    def total_bytes(self) -> int | None:
-        """Sum of the files' sizes on disk (None for standard input)."""
-        if self.files == [STDIN]:
-            return None
-        return sum(os.path.getsize(f) for f in self.files)
-
-    def total_rows(self) -> int | None:
-        """Number of data rows when known without reading the data (Parquet), else None."""
+    def rows(self, path: str) -> int | None:
+        """Number of data rows of `path` when known without reading the data (Parquet), else None."""
         return None
 
     # -- for subclasses -------------------------------------------------------------------------
+
+    def _cached_schema(self, path: str) -> pa.Schema | None:
+        """The schema of `path` if it is the one cached (`_cache_schema`), else None."""
+        return self._schema[1] if self._schema is not None and self._schema[0] == path else None
+
+    def _cache_schema(self, path: str, schema: pa.Schema) -> pa.Schema:
+        self._schema = (path, schema)
+        return schema
 
     def _report(
         self,
@@ -344,44 +223,39 @@ class Source:
         assert self.on_bad_row is not None
         self.on_bad_row(BadRow(path, int(row), reason, clip_text(text), column))
 
-    def _read_file(
-        self, index: int, path: str, columns: list[str] | None, offset: int, row: int
+    def _pieces(
+        self,
+        path: str,
+        columns: list[str] | None,
+        offset: int,
+        row: int,
+        schema: pa.Schema | None,
     ) -> Iterator[Piece]:
-        """Yield (RecordBatch, per-row resume offsets or None) of one file from (offset, row).
+        """Yield (RecordBatch, per-row resume offsets or None) of one file from (offset, row);
+        `schema` as in `read`.
 
         With `on_bad_row` set, a skipped bad row is reported (`_report`) right before a
         (None, resume offset after it) piece, between the pieces of the rows around it.
         """
         raise NotImplementedError
 
-    def _resume_offset(self, index: int, row: int, end: int | None) -> int:
-        """Position.offset after `row` rows of file `index`; `end` is the last row's resume offset."""
+    def _resume_offset(self, path: str, row: int, end: int | None) -> int:
+        """Position.offset after `row` rows of `path`; `end` is the last row's resume offset."""
         return 0 if end is None else end
 
-    def _resolve_start(self, start: Position | Mapping[str, Any] | None) -> tuple[int, int, int]:
+    def _start(self, path: str, start: Position | Mapping[str, Any] | None) -> tuple[int, int]:
+        """(offset, row) where reading `path` starts."""
         if start is None:
-            return 0, 0, 0
+            return 0, 0
         if not isinstance(start, Position):
             start = Position.from_dict(start)
-        idx = start.file_index
-        same_index = 0 <= idx < len(self.files)
-        if not (same_index and self.files[idx] == start.path):
-            if start.path in self.files:
-                idx = self.files.index(start.path)
-            elif not (
-                same_index and os.path.basename(self.files[idx]) == os.path.basename(start.path)
-            ):
-                # (Same index and file name is accepted: the data moved along with its checkpoint.)
-                raise DataError(
-                    "cannot resume: this file of the saved position is not part of the source "
-                    f"any more (the source has {len(self.files)} file(s))",
-                    path=start.path,
-                )
+        if start.path != path and os.path.basename(start.path) != os.path.basename(path):
+            raise DataError(f"cannot resume at a position of another file, {start.path}", path=path)
         if start.offset < 0 or start.row < 0:
             raise DataError(
                 f"cannot resume at offset {start.offset}, row {start.row}", path=start.path
             )
-        return idx, start.offset, start.row
+        return start.offset, start.row
 
 
 def _normalize_columns(columns: Sequence[str] | None) -> list[str] | None:
@@ -391,20 +265,3 @@ def _normalize_columns(columns: Sequence[str] | None) -> list[str] | None:
         columns = [columns]
     out = list(dict.fromkeys(columns))
     return out or None
-
-
-def open_source(config: SourceConfig, *, base_dir: str | os.PathLike[str] | None = None) -> Source:
-    """The Source reading `config`; relative paths resolve against `base_dir` (default: the CWD)."""
-    from streamfm.sources.csv import CsvSource
-    from streamfm.sources.jsonl import JsonlSource
-    from streamfm.sources.libfm import LibfmSource
-    from streamfm.sources.parquet import ParquetSource
-
-    files, fmt = resolve_files(config, base_dir)
-    cls = {
-        "parquet": ParquetSource,
-        "csv": CsvSource,
-        "libfm": LibfmSource,
-        "jsonl": JsonlSource,
-    }[fmt]
-    return cls(config, files)

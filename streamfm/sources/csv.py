@@ -24,9 +24,10 @@ import pyarrow.csv as pacsv
 from numba import njit
 
 from streamfm.errors import DataError, SpecError
-from streamfm.sources._io import STDIN, ChainStream, open_stream, stdin_stream
+from streamfm.sources._io import ChainStream, open_stream, stdin_stream
 from streamfm.sources._records import BadRecords, RecordScanner, Tee
-from streamfm.sources.base import Piece, Source, check_columns, split_extension
+from streamfm.sources.base import Piece, Reader, check_columns
+from streamfm.sources.discovery import STDIN, split_extension
 
 # Bigger blocks infer types from more rows and parse faster; 4 MiB keeps memory modest.
 CSV_BLOCK = 4 << 20
@@ -187,7 +188,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-class CsvSource(Source):
+class CsvReader(Reader):
     """CSV / TSV files; Position.row counts the good data rows consumed, Position.offset the bad
     records right after them that were already reported (0 without bad rows): see Position."""
 
@@ -197,7 +198,6 @@ class CsvSource(Source):
         super().__init__(*args, **kwargs)
         self.block_size = CSV_BLOCK
         self._types = _parse_types(self.config.csv.column_types)
-        self._stable: dict[str, pa.DataType] | None = None
 
     # -- options ----------------------------------------------------------------------------------
 
@@ -273,26 +273,31 @@ class CsvSource(Source):
             column_types=types,
         )
 
-    def _stable_types(self) -> dict[str, pa.DataType]:
-        """Column types of the first file's first block (under the configured ones).
+    def _column_types(
+        self, path: str, schema: pa.Schema | None, resumed: bool
+    ) -> dict[str, pa.DataType]:
+        """The column types `path` is read with: the configured ones and, under them, those of
+        `schema` (an earlier file's) or, for a resumed read, of the file's own first block.
 
-        Applied to every file and to resumed reads so that a column keeps one type throughout.
+        So a column keeps one type throughout a source, and a resumed read that of the file's
+        start (as pyarrow's types come from the first block it reads).
         """
-        if self._stable is None:
-            types = dict(self._types)
-            if self.files[0] != STDIN:
-                for field in self.schema():
-                    # A column empty in the first block says nothing about its type.
-                    if field.name not in types and not pa.types.is_null(field.type):
-                        types[field.name] = field.type
-            self._stable = types
-        return self._stable
+        if schema is None:
+            if not resumed or path == STDIN:
+                return self._types
+            schema = self.schema(path)
+        types = dict(self._types)
+        for field in schema:
+            # A column empty in the first block says nothing about its type.
+            if field.name not in types and not pa.types.is_null(field.type):
+                types[field.name] = field.type
+        return types
 
-    # -- Source ------------------------------------------------------------------------------------
+    # -- Reader ------------------------------------------------------------------------------------
 
-    def schema(self) -> pa.Schema:
-        if self._schema is None:
-            path = self.files[0]
+    def schema(self, path: str) -> pa.Schema:
+        schema = self._cached_schema(path)
+        if schema is None:
             ro, po, co = (
                 self._read_options(),
                 self._parse_options(path, self._skipping()),
@@ -312,9 +317,12 @@ class CsvSource(Source):
             else:
                 source = self._input(path)
             try:
-                self._schema = pacsv.open_csv(
-                    source, read_options=ro, parse_options=po, convert_options=co
-                ).schema
+                schema = self._cache_schema(
+                    path,
+                    pacsv.open_csv(
+                        source, read_options=ro, parse_options=po, convert_options=co
+                    ).schema,
+                )
             except pa.ArrowInvalid as e:
                 if "Empty CSV file" in str(e):
                     return pa.schema([])
@@ -322,16 +330,21 @@ class CsvSource(Source):
             finally:
                 if not isinstance(source, str) and path != STDIN:
                     source.close()
-        return self._schema
+        return schema
 
-    def _read_file(
-        self, index: int, path: str, columns: list[str] | None, offset: int, row: int
+    def _pieces(
+        self,
+        path: str,
+        columns: list[str] | None,
+        offset: int,
+        row: int,
+        schema: pa.Schema | None,
     ) -> Iterator[Piece]:
         good = row  # good data rows of this file known to parse, for locating an error
         bad: BadRecords | None = None
         try:
             if row == 0 and offset == 0:
-                types = self._stable_types() if index > 0 else self._types
+                types = self._column_types(path, schema, resumed=False)
                 source = self._input(path)
                 if self.on_bad_row is not None:
                     tee = None
@@ -346,7 +359,8 @@ class CsvSource(Source):
                     convert_options=self._convert_options(columns, types),
                 )
             else:
-                reader, bad = self._open_resumed(path, columns, row, offset)
+                types = self._column_types(path, schema, resumed=True)
+                reader, bad = self._open_resumed(path, columns, types, row, offset)
                 if reader is None:
                     return
             while True:
@@ -424,10 +438,16 @@ class CsvSource(Source):
         return BadRecords(path, row, extra, opts.skip_lines, scanner, report, tee)
 
     def _open_resumed(
-        self, path: str, columns: list[str] | None, row: int, extra: int
+        self,
+        path: str,
+        columns: list[str] | None,
+        types: dict[str, pa.DataType],
+        row: int,
+        extra: int,
     ) -> tuple[pacsv.CSVStreamingReader | None, BadRecords | None]:
-        """A reader positioned after data row `row` of `path` and `extra` more records (None when
-        nothing is left), with its bad-record bookkeeping when `on_bad_row` is set."""
+        """A reader of columns of `types` positioned after data row `row` of `path` and `extra`
+        more records (None when nothing is left), with its bad-record bookkeeping when
+        `on_bad_row` is set."""
         opts = self.config.csv
         stream = self._wrap(open_stream(path), path)
         sc = self._scanner(stream, path)
@@ -460,7 +480,7 @@ class CsvSource(Source):
                 source,
                 read_options=self._read_options(names),
                 parse_options=self._parse_options(path, bad.handler if bad else None),
-                convert_options=self._convert_options(columns, self._stable_types()),
+                convert_options=self._convert_options(columns, types),
             )
         except pa.ArrowInvalid as e:
             if "Empty CSV file" in str(e):
@@ -476,7 +496,8 @@ class CsvSource(Source):
         if opts.column_names:
             return list(opts.column_names)
         if path == STDIN:
-            return list(self.schema().names) if self._schema is not None else []
+            peeked = self._cached_schema(path)
+            return list(peeked.names) if peeked is not None else []
         try:
             return pacsv.open_csv(
                 self._input(path),

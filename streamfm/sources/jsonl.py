@@ -1,8 +1,8 @@
 """JSON lines reader: byte blocks cut at newlines, each parsed by `pyarrow.json.read_json`.
 
-The schema is inferred once, from the first block of the first file that holds an object, and then
-imposed on every block (`explicit_schema`), so a column keeps its type even when a block happens to
-lack it.
+The schema is inferred once per file, from its first block that holds an object (or given: the
+first file's, for the later files of a source), and then imposed on every block
+(`explicit_schema`), so a column keeps its type even when a block happens to lack it.
 
 A block that pyarrow cannot read (or that has a line not starting with '{') is checked line by
 line with Python's json: lines that are not one JSON object each are bad (a DataError, or reported
@@ -24,8 +24,9 @@ import pyarrow.json as pajson
 from numba import njit
 
 from streamfm.errors import DataError
-from streamfm.sources._io import STDIN, count_newlines, line_blocks, open_stream, skip_bytes
-from streamfm.sources.base import Piece, Source, check_columns
+from streamfm.sources._io import count_newlines, line_blocks, open_stream, skip_bytes
+from streamfm.sources.base import Piece, Reader, check_columns
+from streamfm.sources.discovery import STDIN
 
 _ROW = re.compile(r"in row (\d+)")
 _CHANGED = re.compile(r"Column\((/[^)]*)\) changed from (\w+) to (\w+)")
@@ -131,33 +132,33 @@ def _read(block: Any, schema: pa.Schema | None, parse_block: int = _PARSE_BLOCK)
     )
 
 
-class JsonlSource(Source):
+class JsonlReader(Reader):
     """JSON lines (one object per line); Position.offset is the byte offset of the next line."""
 
     format = "jsonl"
 
-    def schema(self) -> pa.Schema:
-        if self._schema is None:
-            path = self.files[0]
-            stream = open_stream(path)
+    def schema(self, path: str) -> pa.Schema:
+        cached = self._cached_schema(path)
+        if cached is not None:
+            return cached
+        stream = open_stream(path)
+        if path == STDIN:
+            stream.record()
+        schema = None
+        try:
+            # The first block holding an object (blank or bad lines may fill the first ones).
+            line_base = 0
+            for block in line_blocks(stream, self.block_size):
+                schema = self._infer(block, path, line_base)
+                if schema is not None:
+                    break
+                line_base += int(_line_rows(np.frombuffer(block, dtype=np.uint8))[2])
+        finally:
             if path == STDIN:
-                stream.record()
-            schema = None
-            try:
-                # The first block holding an object (blank or bad lines may fill the first ones).
-                line_base = 0
-                for block in line_blocks(stream, self.block_size):
-                    schema = self._infer(block, path, line_base)
-                    if schema is not None:
-                        break
-                    line_base += int(_line_rows(np.frombuffer(block, dtype=np.uint8))[2])
-            finally:
-                if path == STDIN:
-                    stream.rewind()
-                else:
-                    stream.close()
-            self._schema = schema if schema is not None else pa.schema([])
-        return self._schema
+                stream.rewind()
+            else:
+                stream.close()
+        return self._cache_schema(path, schema if schema is not None else pa.schema([]))
 
     def _infer(self, block: Any, path: str, line_base: int = 0) -> pa.Schema | None:
         """Schema of the objects in `block` (after `line_base` lines); None if it holds none."""
@@ -181,10 +182,17 @@ class JsonlSource(Source):
         except pa.ArrowInvalid as e:
             raise self._error(e, good, path, line_base, lines[keep], None) from (failure or e)
 
-    def _read_file(
-        self, index: int, path: str, columns: list[str] | None, offset: int, row: int
+    def _pieces(
+        self,
+        path: str,
+        columns: list[str] | None,
+        offset: int,
+        row: int,
+        schema: pa.Schema | None,
     ) -> Iterator[Piece]:
-        schema = self.schema()
+        earlier = schema is not None  # the schema of an earlier file of the source
+        if schema is None:
+            schema = self.schema(path)
         if columns:
             check_columns(path, columns, schema.names)
             schema = pa.schema([schema.field(c) for c in columns])
@@ -198,8 +206,8 @@ class JsonlSource(Source):
                 buf = np.frombuffer(block, dtype=np.uint8)
                 ends, lines, nlines, odd = _line_rows(buf)
                 if len(ends):
-                    if first and columns and index > 0:
-                        # Later files may lack a field: name it rather than read nulls. The
+                    if first and columns and earlier:
+                        # A later file may lack a field: name it rather than read nulls. The
                         # head of the block tells which fields the file has.
                         head = bytes(block[:_PARSE_BLOCK])
                         head = head[: head.rfind(b"\n") + 1] or head

@@ -17,7 +17,7 @@ from numba import njit
 
 from streamfm.errors import DataError
 from streamfm.sources._io import count_newlines, line_blocks, open_stream, skip_bytes
-from streamfm.sources.base import Piece, Source, check_columns
+from streamfm.sources.base import Piece, Reader, check_columns
 
 SCHEMA = pa.schema(
     [
@@ -368,16 +368,21 @@ def _batch(labels, qids, indptr, idx, val, columns: list[str] | None) -> pa.Reco
     )
 
 
-class LibfmSource(Source):
+class LibfmReader(Reader):
     """libFM / libSVM text; Position.offset is the byte offset of the next unread line."""
 
     format = "libfm"
 
-    def schema(self) -> pa.Schema:
+    def schema(self, path: str) -> pa.Schema:
         return SCHEMA
 
-    def _read_file(
-        self, index: int, path: str, columns: list[str] | None, offset: int, row: int
+    def _pieces(
+        self,
+        path: str,
+        columns: list[str] | None,
+        offset: int,
+        row: int,
+        schema: pa.Schema | None,
     ) -> Iterator[Piece]:
         check_columns(path, columns, SCHEMA.names)
         # Without a callback the first bad line is an error: one slot is enough to find it.

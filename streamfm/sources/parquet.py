@@ -1,7 +1,7 @@
 """Parquet reader: row groups streamed with `ParquetFile.iter_batches`.
 
 A Parquet file is structurally valid (typed columns, no ragged rows): there are no bad rows to
-skip, so `Source.on_bad_row` is never called; an unreadable file is a DataError.
+skip, so `Reader.on_bad_row` is never called; an unreadable file is a DataError.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfm.errors import DataError
-from streamfm.sources.base import Piece, Source, check_columns
+from streamfm.sources.base import Piece, Reader, check_columns
 
 
 def _open(path: str) -> pq.ParquetFile:
@@ -25,43 +25,48 @@ def _open(path: str) -> pq.ParquetFile:
         raise DataError(f"cannot read as Parquet: {e}", path=path) from e
 
 
-class ParquetSource(Source):
+class ParquetReader(Reader):
     """Parquet files; Position.offset is the row group holding the next row."""
 
     format = "parquet"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._group_ends: dict[int, np.ndarray] = {}
+        self._group_ends: tuple[str, np.ndarray] | None = None  # of the file read last
 
-    def _ends(self, index: int, pf: pq.ParquetFile | None = None) -> np.ndarray:
-        """Cumulative row counts at the end of each row group of file `index` (from the footer)."""
-        ends = self._group_ends.get(index)
-        if ends is None:
-            meta = (pf or _open(self.files[index])).metadata
+    def _ends(self, path: str, pf: pq.ParquetFile | None = None) -> np.ndarray:
+        """Cumulative row counts at the end of each row group of `path` (from the footer of `pf`,
+        the file opened to read it, or the last one read)."""
+        if pf is not None or self._group_ends is None or self._group_ends[0] != path:
+            meta = (pf or _open(path)).metadata
             sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-            ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
-            self._group_ends[index] = ends
-        return ends
+            self._group_ends = (path, np.cumsum(np.asarray(sizes, dtype=np.int64)))
+        return self._group_ends[1]
 
-    def schema(self) -> pa.Schema:
-        if self._schema is None:
-            self._schema = _open(self.files[0]).schema_arrow
-        return self._schema
+    def schema(self, path: str) -> pa.Schema:
+        schema = self._cached_schema(path)
+        if schema is None:
+            schema = self._cache_schema(path, _open(path).schema_arrow)
+        return schema
 
-    def total_rows(self) -> int | None:
-        return sum(_open(f).metadata.num_rows for f in self.files)
+    def rows(self, path: str) -> int | None:
+        return _open(path).metadata.num_rows
 
-    def _resume_offset(self, index: int, row: int, end: int | None) -> int:
+    def _resume_offset(self, path: str, row: int, end: int | None) -> int:
         # Row groups fully consumed = index of the group holding the next row.
-        return int(np.searchsorted(self._ends(index), row, side="right"))
+        return int(np.searchsorted(self._ends(path), row, side="right"))
 
-    def _read_file(
-        self, index: int, path: str, columns: list[str] | None, offset: int, row: int
+    def _pieces(
+        self,
+        path: str,
+        columns: list[str] | None,
+        offset: int,
+        row: int,
+        schema: pa.Schema | None,
     ) -> Iterator[Piece]:
         pf = _open(path)
         check_columns(path, columns, pf.schema_arrow.names)
-        ends = self._ends(index, pf)
+        ends = self._ends(path, pf)
         # The row count decides; `offset` (the row group) follows from it and the footer.
         group = int(np.searchsorted(ends, row, side="right"))
         if group >= len(ends):

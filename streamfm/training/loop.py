@@ -20,13 +20,11 @@ import numpy as np
 from streamfm.csr import CSRChunk
 from streamfm.errors import CheckpointError, SpecError
 from streamfm.metrics import MetricSet
-from streamfm.sources import open_source
+from streamfm.sources import STDIN, SourceStream, open_source
 from streamfm.spec import Spec, load_spec, spec_difference
 from streamfm.store.checkpoint import Checkpointer
 from streamfm.store.state import copy_state
 from streamfm.store.trained import TrainedModel
-from streamfm.stream import STDIN
-from streamfm.stream import FileStream as SourceStream
 from streamfm.training.badrows import BadRows
 from streamfm.training.evaluation import Evaluation, write_history
 from streamfm.training.replay import ChunkCache, Rebuild
