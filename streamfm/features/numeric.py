@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from streamfm.errors import DataError
 from streamfm.features.arrow import as_float, column, dictionary_codes
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
+from streamfm.text import is_number
 
 
 class NumericParams(BuilderParams):
@@ -91,7 +92,10 @@ class NumericBuilder(FeatureBuilder):
             col = column(batch, name, self.name)
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 codes, uniques = dictionary_codes(pc.utf8_trim_whitespace(col))
-                bad_value = np.array([not _is_number(v) for v in uniques] + [False], dtype=bool)
+                bad_value = np.array(
+                    [v not in (None, "") and not is_number(v) for v in uniques] + [False],
+                    dtype=bool,
+                )
                 mask = bad_value[codes]
                 if mask.any():
                     out.append((mask, name, f"feature builder '{self.name}': not a number"))
@@ -192,13 +196,3 @@ class NumericBuilder(FeatureBuilder):
         self.count = np.array(state["count"], dtype=np.float64)
         self.sum = np.array(state["sum"], dtype=np.float64)
         self.sumsq = np.array(state["sumsq"], dtype=np.float64)
-
-
-def _is_number(text: str | None) -> bool:
-    if text is None or text == "":
-        return True  # missing, not malformed: the `missing` policy decides
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -28,6 +28,7 @@ from streamfm.sources._io import ChainStream, open_stream, stdin_stream
 from streamfm.sources._records import BadRecords, RecordScanner, Tee
 from streamfm.sources.base import Piece, Reader, check_columns
 from streamfm.sources.discovery import STDIN, split_extension
+from streamfm.text import is_number
 
 # Bigger blocks infer types from more rows and parse faster; 4 MiB keeps memory modest.
 CSV_BLOCK = 4 << 20
@@ -178,14 +179,6 @@ def _parse_types(types: dict[str, str]) -> dict[str, pa.DataType]:
                 "int32, int64, float32, float64, bool"
             ) from None
     return out
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 class CsvReader(Reader):
@@ -577,7 +570,7 @@ class CsvReader(Reader):
                 return len(rec) > k and rec[k] == value and (not width or len(rec) == width)
 
             line = self._locate(path, good, bad)
-            hint = "float64" if _is_number(value) else "string"
+            hint = "float64" if is_number(value) else "string"
             return DataError(
                 f"cannot convert to {typ} (the type comes from the first rows read); "
                 f"declare it, e.g. csv.column_types: {{{column}: {hint}}}",

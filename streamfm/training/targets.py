@@ -11,6 +11,7 @@ from streamfm.errors import DataError
 from streamfm.features.arrow import as_float, as_string_keys, dictionary_codes
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.spec import TargetConfig
+from streamfm.text import number_or_nan
 
 
 def target_values(
@@ -43,7 +44,7 @@ def target_values(
     except DataError:
         # Text that is not a number: find the rows, one distinct value at a time.
         codes, uniques = dictionary_codes(as_string_keys(col))
-        values = np.array([_to_float(v) for v in uniques] + [np.nan], dtype=np.float64)
+        values = np.array([number_or_nan(v) for v in uniques] + [np.nan], dtype=np.float64)
         y = values[codes]  # code -1 (missing) picks the trailing NaN
     bad = ~np.isfinite(y)
     reason = "the target is missing or not a finite number"
@@ -57,13 +58,6 @@ def target_values(
             )
         y = (y == 1).astype(np.float64)
     return y, bad, reason
-
-
-def _to_float(text: str | None) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def clean_batch(
