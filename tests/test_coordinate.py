@@ -493,3 +493,19 @@ def test_probit_classification_on_a_planted_binary_task(method):
     assert got > 0.8 and got > best - 0.03, (got, best)
     assert np.all((r.test_pred > 0) & (r.test_pred < 1))
     assert all(h["alpha"] == 1.0 for h in r.history)
+
+
+def test_features_without_training_rows():
+    """ALS with λ = 0: such a parameter has precision 0 and is set to 0 (libFM); MCMC draws it
+    from its prior. Nothing divides by zero."""
+    X, y, _ = make_planted_fm(300, n_features=20, k=2, nnz_per_row=3, seed=2)
+    X = X.tolil()
+    X[:, 7] = 0.0
+    X = X.tocsr()
+    X.eliminate_zeros()
+    als = cd.fit_coordinate(X, y, method="als", k=2, n_iter=2, reg=(0.0, 0.0, 0.0))
+    assert als.w[7] == 0.0 and np.all(als.V[7] == 0.0)
+    assert np.isfinite(als.V).all() and np.isfinite(als.w).all()
+    mc = cd.fit_coordinate(X, y, method="mcmc", k=2, n_iter=3)
+    assert np.isfinite(mc.V).all() and mc.w[7] != 0.0
+    assert all(h["rejected"] == 0 for h in als.history + mc.history)

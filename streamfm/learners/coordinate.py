@@ -69,7 +69,9 @@ Arrays (n training rows, p features = len(w), k factors, G groups, nnz non-zeros
 - Scratch: ``e`` float64 (n), ``q`` float64 (n). They may be memory-mapped: they are read and
   written by rows in CSR order and by the (ascending) rows of each column in CSC order.
 
-No fastmath, sums in float64, no Python loop over rows or features: one call of
+No fastmath, sums in float64 (numba's "numpy" error model: a zero precision gives an infinite
+variance, handled as above, not an exception), row and feature ids read as unsigned after one
+bounds check per iteration, no Python loop over rows or features: one call of
 ``coordinate_iteration`` is a whole iteration. Non-finite draws are rejected (the parameter keeps
 its value, as in libFM) and counted in the kernels' return value.
 """
@@ -136,14 +138,14 @@ _ALPHA0, _GAMMA0, _BETA0, _MU0 = 0, 1, 2, 3
 # --- per-parameter conditionals ------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _posterior(s_he, s_hh, theta, alpha, lam, mu):
     """(mean, variance) of θ's Gaussian conditional from Σ h e and Σ h² (e includes θ's part)."""
     prec = lam + alpha * s_hh
     return (alpha * (s_he + theta * s_hh) + lam * mu) / prec, 1.0 / prec
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _choose(mean, var, sample, slot):
     """The new value: the mean (ALS) or a draw of slot (MCMC); 0 where the precision is 0."""
     if not math.isfinite(var):
@@ -153,7 +155,7 @@ def _choose(mean, var, sample, slot):
     return mean
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _gather_w(col_ptr, row_index, col_values, e, i):
     s_he = 0.0
     s_hh = 0.0
@@ -165,7 +167,7 @@ def _gather_w(col_ptr, row_index, col_values, e, i):
     return s_he, s_hh
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _gather_v(col_ptr, row_index, col_values, e, q, i, v):
     s_he = 0.0
     s_hh = 0.0
@@ -179,7 +181,7 @@ def _gather_v(col_ptr, row_index, col_values, e, q, i, v):
     return s_he, s_hh
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def conditional_w0(e, w0, alpha, lam0, mu0):
     """(mean, variance) of w0's conditional (h = 1 on every row); ALS takes the mean with α = 1."""
     s_he = 0.0
@@ -188,14 +190,14 @@ def conditional_w0(e, w0, alpha, lam0, mu0):
     return _posterior(s_he, float(e.shape[0]), w0, alpha, lam0, mu0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def conditional_w(col_ptr, row_index, col_values, e, i, w_i, alpha, lam, mu):
     """(mean, variance) of w_i's conditional (h = x_ri over column i)."""
     s_he, s_hh = _gather_w(col_ptr, row_index, col_values, e, i)
     return _posterior(s_he, s_hh, w_i, alpha, lam, mu)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def conditional_v(col_ptr, row_index, col_values, e, q, i, v_if, alpha, lam, mu):
     """(mean, variance) of v_if's conditional (h = x_ri (q_r - v_if x_ri) over column i; q = q_·f)."""
     s_he, s_hh = _gather_v(col_ptr, row_index, col_values, e, q, i, v_if)
@@ -205,7 +207,7 @@ def conditional_v(col_ptr, row_index, col_values, e, q, i, v_if, alpha, lam, mu)
 # --- sweeps --------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def sweep_w0(e, w0, alpha, lam0, mu0, sample, key):
     """Update w0[0] (mean or draw of slot_key(key, 0)) and e. Returns 1 if the draw was rejected."""
     mean, var = conditional_w0(e, w0[0], alpha, lam0, mu0)
@@ -219,7 +221,7 @@ def sweep_w0(e, w0, alpha, lam0, mu0, sample, key):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def sweep_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda, alpha, sample, key):
     """Update every w_i in feature order (draw of slot_key(key, i) for MCMC) and e.
 
@@ -243,7 +245,7 @@ def sweep_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda, alpha, 
     return rejected
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def factor_cache(indptr, indices, values, V, f, q):
     """q_r = Σ_i v_if x_ri for every CSR row r (O(nnz), rows in order)."""
     for r in range(indptr.shape[0] - 1):
@@ -253,7 +255,7 @@ def factor_cache(indptr, indices, values, V, f, q):
         q[r] = s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def sweep_v(col_ptr, row_index, col_values, e, q, V, f, group, v_mu, v_lambda, alpha, sample, key):
     """Update v_if for every feature i (draw of slot_key(slot_key(key, f), i)), and e and q.
 
@@ -287,7 +289,7 @@ def sweep_v(col_ptr, row_index, col_values, e, q, V, f, group, v_mu, v_lambda, a
 # --- hyper-parameters ----------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def draw_alpha(e, hyper_prior, key):
     """A draw of the noise precision α ~ Gamma((α0 + n)/2, rate (γ0 + Σ e²)/2) (slot_key(key, 0))."""
     ss = 0.0
@@ -298,7 +300,7 @@ def draw_alpha(e, hyper_prior, key):
     return gamma(shape, slot_key(key, 0)) / rate
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def draw_group_prior(theta, group, mu, lam, hyper_prior, key_mu, key_lambda):
     """Draw λ[g] then μ[g] for every group g (in place) given the parameters theta (p,).
 
@@ -345,7 +347,7 @@ def draw_group_prior(theta, group, mu, lam, hyper_prior, key_mu, key_lambda):
 # --- rows: scores, residuals and latent targets --------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _score_row(indptr, indices, values, r, w0, w, V, sums, sqs):
     """ŷ of CSR row r; ids >= len(w) are ignored. (The per-row loop of kernels.predict_csr.)"""
     k = V.shape[1]
@@ -370,7 +372,7 @@ def _score_row(indptr, indices, values, r, w0, w, V, sums, sqs):
     return p + 0.5 * inter
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def residuals(indptr, indices, values, y, w0, w, V, task, sample, key, row_offset, e):
     """e_r = t_r - ŷ_r for every CSR row r.
 
@@ -395,7 +397,7 @@ def residuals(indptr, indices, values, y, w0, w, V, task, sample, key, row_offse
             e[r] = y[r] - p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def predict_rows(indptr, indices, values, w0, w, V, task, clip_lo, clip_hi, accumulate, out):
     """Predictions of CSR rows into out (float64, n): written, or added when accumulate.
 
@@ -422,7 +424,7 @@ def predict_rows(indptr, indices, values, w0, w, V, task, clip_lo, clip_hi, accu
 # --- one iteration -------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _check_design(indptr, indices, col_ptr, row_index, n_rows, n_params):
     if indptr.shape[0] != n_rows + 1 or col_ptr.shape[0] - 1 > n_params:
         raise ValueError(
@@ -440,7 +442,7 @@ def _check_design(indptr, indices, col_ptr, row_index, n_rows, n_params):
             raise IndexError("coordinate_iteration: a CSC row number is negative or >= len(y)")
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def coordinate_iteration(
     indptr,
     indices,

@@ -65,7 +65,7 @@ _INV_2_53 = 1.0 / 9007199254740992.0
 _SQRT1_2 = math.sqrt(0.5)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def splitmix64(x):
     """SplitMix64 finaliser of x + golden gamma (uint64, wrapping), as streamfm.rng.splitmix64."""
     z = np.uint64(x) + _GOLDEN
@@ -74,39 +74,39 @@ def splitmix64(x):
     return z ^ (z >> _S31)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def slot_key(key, index):
     """Key of draw `index` (any integer >= 0, e.g. a feature id or a global row number) under `key`."""
     return splitmix64(np.uint64(key) ^ splitmix64(np.uint64(index)))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def iteration_key(seed, iteration, stream):
     """Key of the draws of one kind (`stream`, a STREAM_* constant) in one iteration."""
     return slot_key(slot_key(splitmix64(np.uint64(seed)), iteration), stream)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def uniform(slot, c):
     """The c-th uniform of `slot`, float64 in the open interval (0, 1)."""
     bits = splitmix64(np.uint64(slot) + np.uint64(c) * _GOLDEN)
     return (float(bits >> _S11) + 0.5) * _INV_2_53
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _box_muller(slot, c):
     u1 = uniform(slot, c)
     u2 = uniform(slot, c + 1)
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def normal(slot):
     """Standard normal draw of `slot`."""
     return _box_muller(slot, 0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def gamma(shape, slot):
     """Gamma(shape, rate 1) draw of `slot` (shape > 0); divide by the rate for Gamma(shape, rate)."""
     boost = 1.0
@@ -130,7 +130,7 @@ def gamma(shape, slot):
             return d * v * boost
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def truncated_normal_left(a, slot):
     """Draw of `slot` from N(0, 1) conditioned on being > a."""
     t = 0
@@ -150,13 +150,13 @@ def truncated_normal_left(a, slot):
             return z
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def normal_cdf(x):
     """Phi(x), the standard normal distribution function."""
     return 0.5 * math.erfc(-x * _SQRT1_2)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def mills_ratio(a):
     """phi(a) / (1 - Phi(a)): the mean of N(0, 1) conditioned on > a. Stable for any a."""
     if a < 30.0:
@@ -169,7 +169,7 @@ def mills_ratio(a):
 # --- vectorised draws, for tests and diagnostics -------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def normal_draws(key, n):
     """(n,) float64: normal(slot_key(key, j)) for j in 0..n-1."""
     out = np.empty(n, dtype=np.float64)
@@ -178,7 +178,7 @@ def normal_draws(key, n):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def gamma_draws(shape, key, n):
     """(n,) float64: gamma(shape, slot_key(key, j)) for j in 0..n-1 (rate 1)."""
     out = np.empty(n, dtype=np.float64)
@@ -187,7 +187,7 @@ def gamma_draws(shape, key, n):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def truncated_normal_draws(a, key, n):
     """(n,) float64: truncated_normal_left(a, slot_key(key, j)) for j in 0..n-1."""
     out = np.empty(n, dtype=np.float64)
