@@ -394,17 +394,25 @@ def test_residuals_latent_targets_and_predictions(small):
     np.testing.assert_allclose(out, stats.norm.cdf(yhat), rtol=1e-12)
 
 
-def test_bad_ids_are_rejected(small):
+@pytest.mark.parametrize("what", ["row", "feature", "group"])
+def test_bad_ids_are_rejected(small, what):
     X, y, arrays, params = small
     bad = [a.copy() for a in arrays]
-    bad[4][3] = len(y)
+    group = np.zeros(9, np.int32)
+    if what == "row":
+        bad[4][3] = len(y)
+    elif what == "feature":
+        bad[1][5] = -1
+    else:
+        group[2] = 1
     w0, w, V = copy_params(params)
-    args = (np.zeros(9, np.int32), np.ones(1), np.zeros(1), np.ones(1), np.zeros((1, K)))
+    hyper = (np.ones(1), np.zeros(1), np.ones(1), np.zeros((1, K)), np.ones((1, K)))
     with pytest.raises(IndexError):
         cd.coordinate_iteration(
-            *bad, y, w0, w, V, *args, np.ones((1, K)), 0.0, np.array(cd.LIBFM_HYPER_PRIOR),
+            *bad, y, w0, w, V, group, *hyper, 0.0, np.array(cd.LIBFM_HYPER_PRIOR),
             cd.METHOD_MCMC, TASK_REGRESSION, 0, 0, np.empty(len(y)), np.empty(len(y)),
         )  # fmt: skip
+    np.testing.assert_array_equal(V, params[2])  # checked before anything changes
 
 
 # --- determinism and resumption ------------------------------------------------------------------

@@ -425,19 +425,37 @@ def predict_rows(indptr, indices, values, w0, w, V, task, clip_lo, clip_hi, accu
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _check_design(indptr, indices, col_ptr, row_index, n_rows, n_params):
-    if indptr.shape[0] != n_rows + 1 or col_ptr.shape[0] - 1 > n_params:
-        raise ValueError(
-            "coordinate_iteration: CSR rows != len(y), or more CSC columns than len(w)"
-        )
-    if indptr[n_rows] != indices.shape[0] or col_ptr[col_ptr.shape[0] - 1] != row_index.shape[0]:
+def _check_inputs(indptr, indices, col_ptr, row_index, group, V, v_mu, v_lambda, w_mu, e, q):
+    """Everything the unchecked (unsigned) indexing of the sweeps relies on: O(n + p + nnz)."""
+    n_rows = e.shape[0]
+    n_params = V.shape[0]
+    n_groups = w_mu.shape[0]
+    if indptr.shape[0] != n_rows + 1 or q.shape[0] != n_rows:
+        raise ValueError("coordinate_iteration: CSR rows, len(y), len(e), len(q) differ")
+    if col_ptr.shape[0] - 1 > n_params or group.shape[0] != n_params:
+        raise ValueError("coordinate_iteration: more CSC columns than features, or bad len(group)")
+    if v_mu.shape[0] != n_groups or v_lambda.shape[0] != n_groups:
+        raise ValueError("coordinate_iteration: hyper-parameters of different numbers of groups")
+    if v_mu.shape[1] != V.shape[1] or v_lambda.shape[1] != V.shape[1]:
+        raise ValueError("coordinate_iteration: v_mu / v_lambda are not (groups, k)")
+    nnz = indices.shape[0]
+    if row_index.shape[0] != nnz or indptr[0] != 0 or col_ptr[0] != 0:
         raise ValueError("coordinate_iteration: CSR and CSC differ in nnz, or bad pointers")
-    if indices.shape[0] != row_index.shape[0]:
-        raise ValueError("coordinate_iteration: CSR and CSC differ in nnz")
-    for nz in range(indices.shape[0]):
+    if indptr[n_rows] != nnz or col_ptr[col_ptr.shape[0] - 1] != nnz:
+        raise ValueError("coordinate_iteration: CSR and CSC pointers do not end at nnz")
+    for r in range(n_rows):
+        if indptr[r + 1] < indptr[r]:
+            raise ValueError("coordinate_iteration: CSR indptr decreases")
+    for i in range(col_ptr.shape[0] - 1):
+        if col_ptr[i + 1] < col_ptr[i]:
+            raise ValueError("coordinate_iteration: CSC col_ptr decreases")
+    for i in range(n_params):
+        if group[i] < 0 or group[i] >= n_groups:
+            raise IndexError("coordinate_iteration: a group id is negative or >= len(w_mu)")
+    for nz in range(nnz):
         if indices[nz] < 0 or indices[nz] >= n_params:
             raise IndexError("coordinate_iteration: a CSR feature id is negative or >= len(w)")
-    for nz in range(row_index.shape[0]):
+    for nz in range(nnz):
         if row_index[nz] < 0 or row_index[nz] >= n_rows:
             raise IndexError("coordinate_iteration: a CSC row number is negative or >= len(y)")
 
@@ -477,9 +495,11 @@ def coordinate_iteration(
     (n,); on return e holds t - ŷ for the new parameters (t: y, or this iteration's latent
     targets). Returns the number of rejected non-finite draws (0 normally).
     """
-    n = y.shape[0]
+    n = e.shape[0]
     k = V.shape[1]
-    _check_design(indptr, indices, col_ptr, row_index, n, w.shape[0])
+    if y.shape[0] != n or w.shape[0] != V.shape[0] or w_lambda.shape[0] != w_mu.shape[0]:
+        raise ValueError("coordinate_iteration: len(y) != len(e), len(w) != len(V) or bad w_lambda")
+    _check_inputs(indptr, indices, col_ptr, row_index, group, V, v_mu, v_lambda, w_mu, e, q)
     sample = method == METHOD_MCMC
     residuals(
         indptr,
