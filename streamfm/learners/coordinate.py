@@ -69,6 +69,16 @@ Arrays (n training rows, p features = len(w), k factors, G groups, nnz non-zeros
 - Scratch: ``e`` float64 (n), ``q`` float64 (n). They may be memory-mapped: they are read and
   written by rows in CSR order and by the (ascending) rows of each column in CSC order.
 
+Driving it out of core: ``coordinate_iteration`` only needs the arrays above, which may all be
+``np.memmap``s (design, y, e, q); it allocates O(k + G) only. The pieces it calls are public, in
+this order, for a learner that wants to split the row passes into chunks: ``residuals`` (rows;
+pass the chunk's first global row as ``row_offset`` and ``iteration_key(seed, it,
+STREAM_LATENT)``), ``draw_alpha`` (MCMC regression), ``sweep_w0``, ``draw_group_prior`` (w),
+``sweep_w`` (columns), ``draw_group_prior`` (each V[:, f]), then per f ``factor_cache`` (rows)
+and ``sweep_v`` (columns). Keys are ``iteration_key(seed, it, STREAM_*)`` as in
+``coordinate_iteration``. After the iteration, ``predict_rows(..., accumulate=True)`` adds the
+sample's test predictions (any chunking of the test rows).
+
 No fastmath, sums in float64 (numba's "numpy" error model: a zero precision gives an infinite
 variance, handled as above, not an exception), row and feature ids read as unsigned after one
 bounds check per iteration, no Python loop over rows or features: one call of
@@ -117,10 +127,12 @@ __all__ = [
     "conditional_w",
     "conditional_w0",
     "coordinate_iteration",
+    "design_arrays",
     "draw_alpha",
     "draw_group_prior",
     "factor_cache",
     "fit_coordinate",
+    "initial_state",
     "predict_rows",
     "residuals",
     "sweep_v",
