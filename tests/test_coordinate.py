@@ -9,7 +9,7 @@ from scipy import stats
 from streamfm.datasets import make_planted_fm
 from streamfm.learners import coordinate as cd
 from streamfm.learners import sampling as sm
-from streamfm.learners.kernels import TASK_CLASSIFICATION, TASK_REGRESSION
+from streamfm.learners.coordinate import TASK_CLASSIFICATION, TASK_REGRESSION
 from tests.reference import auc, naive_fm
 
 K = 3

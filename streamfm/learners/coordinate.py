@@ -96,7 +96,6 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
-from streamfm.learners.kernels import TASK_CLASSIFICATION, TASK_REGRESSION, predict_csr
 from streamfm.learners.sampling import (
     STREAM_ALPHA,
     STREAM_LATENT,
@@ -115,7 +114,11 @@ from streamfm.learners.sampling import (
     slot_key,
     truncated_normal_left,
 )
+from streamfm.learners.scoring import predict_csr, score_row
 from streamfm.rng import normal_by_id
+
+TASK_REGRESSION = 0
+TASK_CLASSIFICATION = 1
 
 __all__ = [
     "LIBFM_HYPER_PRIOR",
@@ -361,27 +364,12 @@ def draw_group_prior(theta, group, mu, lam, hyper_prior, key_mu, key_lambda):
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _score_row(indptr, indices, values, r, w0, w, V, sums, sqs):
-    """ŷ of CSR row r; ids >= len(w) are ignored. (The per-row loop of kernels.predict_csr.)"""
-    k = V.shape[1]
-    n_features = np.uint64(w.shape[0])
-    p = w0[0]
-    for f in range(k):
-        sums[f] = 0.0
-        sqs[f] = 0.0
-    for nz in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
-        j = np.uint64(indices[nz])
-        if j >= n_features:
-            continue
-        x = np.float64(values[nz])
-        p += w[j] * x
-        for f in range(k):
-            d = V[j, f] * x
-            sums[f] += d
-            sqs[f] += d * d
-    inter = 0.0
-    for f in range(k):
-        inter += sums[f] * sums[f] - sqs[f]
-    return p + 0.5 * inter
+    """ŷ of CSR row r by the shared row scorer; ids >= len(w) are ignored."""
+    lin, inter, sq = score_row(
+        np.uint64(indptr[r]), np.uint64(indptr[r + 1]), indices, values, w0, w, V,
+        np.uint32(w.shape[0]), sums, sqs,
+    )  # fmt: skip
+    return lin + 0.5 * (inter - sq)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
