@@ -85,16 +85,32 @@ def train(
         bool, typer.Option("--follow", help="Keep learning from new files (source.follow).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Train on a Dask cluster: tcp://scheduler:8786, or local:N for N local workers.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model as the spec says; writes the model and metric history to output.dir."""
     _skip_numba_blas_probe()
     from streamfm.progress import ProgressPrinter
+    from streamfm.spec import load_spec
     from streamfm.training.loop import train as run_train
 
     overrides = [*(set_ or []), *(["source.follow=true"] if follow else [])]
-    result = _run(
-        lambda: run_train(spec, overrides, progress=ProgressPrinter(quiet=quiet), resume=resume)
-    )
+
+    def go():
+        loaded = load_spec(spec, overrides)
+        progress = ProgressPrinter(quiet=quiet)
+        if cluster is not None or loaded.distributed is not None:
+            from streamfm.distributed import train_distributed
+
+            return train_distributed(loaded, cluster, progress=progress, resume=resume)
+        return run_train(loaded, progress=progress, resume=resume)
+
+    result = _run(go)
     for note in result.summary.get("notes", []):
         typer.echo(f"note: {note}", err=True)
     s = result.summary

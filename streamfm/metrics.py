@@ -108,6 +108,10 @@ class Metric:
         """Restore a state from ``state_dict`` of a metric of the same kind."""
         raise NotImplementedError
 
+    def merge_state_dict(self, state: dict) -> None:
+        """Add the cases of another metric's state to this one (not for windowed metrics)."""
+        raise NotImplementedError(f"{type(self).__name__} states cannot be merged")
+
     def _update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -151,6 +155,12 @@ class _MeanMetric(Metric):
         _check_state(self, state)
         self._sum = float(state["sum"])
         self._n = int(state["count"])
+
+    def merge_state_dict(self, state: dict) -> None:
+        """Add the cases of another metric's state (e.g. another worker's) to this one."""
+        _check_state(self, state)
+        self._sum += float(state["sum"])
+        self._n += int(state["count"])
 
 
 class RMSE(_MeanMetric):
@@ -326,6 +336,17 @@ class AUC(Metric):
         self._hist = hist
         self._n = int(hist.sum())
 
+    def merge_state_dict(self, state: dict) -> None:
+        """Add the cases of another metric's state (e.g. another worker's) to this one."""
+        other = AUC(exact=self.exact, bins=self.bins)
+        other.load_state_dict(state)
+        if self.exact:
+            self._scores += other._scores
+            self._labels += other._labels
+        else:
+            self._hist += other._hist
+        self._n += other._n
+
 
 class WindowedMetric(Metric):
     """A metric over the last ``window`` cases only (sliding window, for continual learning).
@@ -471,6 +492,11 @@ class MetricSet:
         for n, m in self.metrics.items():
             if n in state:
                 m.load_state_dict(state[n])
+
+    def merge_state_dict(self, state: dict) -> None:
+        """Add the cases of another set's state (same metrics, not windowed) to this one."""
+        for n, m in self.metrics.items():
+            m.merge_state_dict(state[n])
 
     def __getitem__(self, name: str) -> Metric:
         return self.metrics[name]

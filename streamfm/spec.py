@@ -100,6 +100,25 @@ class CacheConfig(StrictModel):
     dir: str | None = Field(None, description="default: checkpoint.dir (the chunks.npy file)")
 
 
+class DistributedConfig(StrictModel):
+    """Data-parallel training on a Dask cluster (`streamfm train SPEC --cluster ...`)."""
+
+    scheduler: str | None = Field(
+        None, description="address of a Dask scheduler, e.g. tcp://host:8786 (null: local)"
+    )
+    workers: int = Field(
+        2,
+        ge=1,
+        description="shares the files are dealt into (tasks per round), and the worker "
+        "processes of a local cluster",
+    )
+    sync_every_rows: int = Field(
+        100_000,
+        ge=1,
+        description="rows each worker learns between two parameter averagings (and checkpoints)",
+    )
+
+
 class Spec(StrictModel):
     """The whole spec.yaml."""
 
@@ -122,6 +141,9 @@ class Spec(StrictModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    distributed: DistributedConfig | None = Field(
+        None, description="train on a Dask cluster (see docs/distributed.md)"
+    )
     name: str = Field("run", description="run name; set from the spec file's name by load_spec")
     _builders: list | None = PrivateAttr(default=None)
 

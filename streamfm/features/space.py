@@ -125,6 +125,16 @@ class FeatureSpace:
             self.id_group[ids] = g
             mapped[b] = self._index[g].add(arr, found, ids)
 
+    def extend(self, group: int, keys: pa.Array) -> None:
+        """Give the keys of `keys` (no nulls) not in `group` yet new ids, in order of first
+        appearance (used to assemble a vocabulary collected elsewhere)."""
+        if not len(keys):
+            return
+        found = self._index[group].lookup(keys)
+        if len(found.first):
+            base = self._allocate(len(found.first), group)
+            self._index[group].add(keys, found, base + np.arange(len(found.first)))
+
     # --- names
     def describe(self, fid: int, builders=None) -> tuple[str, str]:
         """(group name, key or feature name) of global id `fid`."""

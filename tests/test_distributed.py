@@ -1,0 +1,193 @@
+"""Data-parallel training on a local Dask cluster of two worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from streamfm.datasets import make_planted_fm  # noqa: E402
+from streamfm.distributed import (  # noqa: E402
+    DistributedTrainer,
+    combine_learners,
+    connect,
+    train_distributed,
+)
+from streamfm.errors import SpecError  # noqa: E402
+from streamfm.spec import parse_spec  # noqa: E402
+from streamfm.training.loop import train  # noqa: E402
+
+
+def write_libfm(path, X, y):
+    with open(path, "w") as f:
+        for r in range(X.shape[0]):
+            a, b = X.indptr[r], X.indptr[r + 1]
+            f.write(
+                f"{y[r]:.6g} "
+                + " ".join(f"{j}:{v:.6g}" for j, v in zip(X.indices[a:b], X.data[a:b], strict=True))
+                + "\n"
+            )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist")
+    X, y, _truth = make_planted_fm(24_000, n_features=400, k=4, nnz_per_row=4, noise=0.1, seed=11)
+    for i in range(4):  # four files: two shares of two files
+        rows = slice(i * 5_000, (i + 1) * 5_000)
+        write_libfm(folder / f"train-{i}.libfm", X[rows], y[rows])
+    write_libfm(folder / "test.libfm", X[20_000:], y[20_000:])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client():
+    c, cluster = connect("local:2", 2)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def spec_of(data, tmp_path, sync=2_000, **learner):
+    return parse_spec(
+        {
+            "source": {"path": str(data / "train-*.libfm"), "batch_size": 1000},
+            "model": {"k": 4, "seed": 1},
+            "learner": {"optimizer": "adagrad", "learning_rate": 0.1, "epochs": 3, **learner},
+            "validation": {"source": {"path": str(data / "test.libfm")}},
+            "output": {"dir": str(tmp_path / "out")},
+            "distributed": {"sync_every_rows": sync},
+        }
+    )
+
+
+def test_distributed_model_is_close_to_the_single_process_one(data, tmp_path, client):
+    spec = spec_of(data, tmp_path, sync=2_000, epochs=16)  # both near the noise floor (0.1)
+    one = train(
+        spec.model_copy(
+            update={"output": spec.output.model_copy(update={"dir": str(tmp_path / "one")})}
+        )
+    )
+    many = DistributedTrainer(spec, client).train()
+    rmse_one = one.history[-1]["holdout_rmse"]
+    rmse_many = many.history[-1]["holdout_rmse"]
+    assert abs(rmse_many - rmse_one) <= 0.01, (rmse_one, rmse_many)
+    s = many.summary
+    assert s["rows_learnt"] == 16 * 20_000 and s["rows_read"] == 20_000
+    assert s["distributed"]["shares"] == 2 and s["distributed"]["rounds"] >= 16 * 5
+    # Every task used the vocabulary the driver assembled: one digest only.
+    assert s["distributed"]["vocabularies_seen"] == 1
+    assert many.model.learner.params.n_features == one.model.learner.params.n_features
+
+
+def test_same_spec_same_model(data, tmp_path, client):
+    a = DistributedTrainer(spec_of(data, tmp_path / "a", epochs=1), client).train()
+    b = DistributedTrainer(spec_of(data, tmp_path / "b", epochs=1), client).train()
+    np.testing.assert_array_equal(a.model.learner.params.V, b.model.learner.params.V)
+
+
+def test_a_killed_worker_does_not_lose_the_run(data, tmp_path, client):
+    ref = DistributedTrainer(spec_of(data, tmp_path / "ref", epochs=1), client).train()
+
+    def kill_one(trainer, round_number):
+        if round_number == 2:
+            worker = sorted(trainer.client.scheduler_info()["workers"])[0]
+            with contextlib.suppress(Exception):  # the worker dies while answering
+                trainer.client.run(os._exit, 1, workers=[worker])
+
+    got = DistributedTrainer(spec_of(data, tmp_path / "kill", epochs=1), client, on_round=kill_one)
+    result = got.train()
+    # Tasks are pure: the lost ones ran again elsewhere, and the model is the same.
+    np.testing.assert_array_equal(result.model.learner.params.V, ref.model.learner.params.V)
+    assert result.summary["rows_learnt"] == 20_000
+
+
+def test_resume_from_a_round_checkpoint_ends_where_an_uninterrupted_run_ends(
+    data, tmp_path, client
+):
+    ref = DistributedTrainer(spec_of(data, tmp_path / "ref", epochs=1), client).train()
+
+    class Stop(Exception):
+        pass
+
+    def stop(trainer, round_number):
+        if round_number == 3:
+            raise Stop
+
+    spec = spec_of(data, tmp_path / "cut", epochs=1)
+    with pytest.raises(Stop):
+        DistributedTrainer(spec, client, on_round=stop).train()
+    trainer = DistributedTrainer(spec, client, resume=True)
+    resumed = trainer.train()
+    assert any("resumed from" in n for n in trainer.notes)
+    np.testing.assert_array_equal(resumed.model.learner.params.V, ref.model.learner.params.V)
+
+
+def test_causal_builders_are_refused(data, tmp_path):
+    spec = parse_spec(
+        {
+            "source": {"path": str(data / "train-*.libfm")},
+            "features": [{"type": "implicit", "key": "label", "items": "label"}],
+            "output": {"dir": str(tmp_path / "out")},
+        }
+    )
+    with pytest.raises(SpecError, match="source: causal"):
+        train_distributed(spec, "local:1")
+
+
+def test_a_round_adds_the_changes_of_every_task():
+    def state(v, t, lo, hi):
+        return {
+            "t": t,
+            "target_range": [lo, hi],
+            "params": {
+                "w0": np.array([v], np.float32),
+                "w": np.full(2, v, np.float32),
+                "V": np.full((2, 1), v, np.float32),
+            },
+        }
+
+    base = state(0.0, 10, 1.0, 4.0)
+    base["params"]["w0"][:] = 1.0
+    out = combine_learners(
+        base,
+        [
+            (1, state(1.0, 11, 1.0, 5.0)),
+            (3, state(3.0, 13, 0.5, 4.0)),
+            (0, state(9.0, 10, None, None)),
+        ],
+    )
+    assert out["params"]["w"].tolist() == [4.0, 4.0]  # 0 + 1 + 3; the idle task adds nothing
+    # w0: base 1 + (1 x (1 - 1) + 3 x (3 - 1)) / 4 = 2.5, the row-weighted mean change
+    assert out["params"]["w0"].tolist() == [2.5]
+    assert out["t"] == 14
+    assert out["target_range"] == [0.5, 5.0]
+
+
+def test_the_cli_trains_on_a_local_cluster(data, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    spec = {
+        "source": {"path": str(data / "train-*.libfm")},
+        "model": {"k": 4},
+        "learner": {"optimizer": "adagrad", "learning_rate": 0.1, "epochs": 1},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    exe = Path(sys.executable).with_name("streamfm")
+    r = subprocess.run(
+        [str(exe), "train", str(tmp_path / "spec.yaml"), "-q", "--cluster", "local:2"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "trained 20,000 rows" in r.stdout
+    assert (tmp_path / "out" / "model.sfm").exists()
