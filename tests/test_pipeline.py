@@ -10,7 +10,7 @@ import pytest
 
 import streamfm
 from streamfm.datasets import make_event_log
-from streamfm.errors import DataError
+from streamfm.errors import DataError, SpecError
 from streamfm.spec import parse_spec
 from streamfm.store.archive import read_archive as load_arrays
 from streamfm.store.trained import TrainedModel
@@ -194,17 +194,32 @@ def test_classification_with_positive_values(data, tmp_path):
 
 
 def test_bad_labels_and_targets_name_file_and_row(data, tmp_path):
-    spec = make_spec(data, tmp_path, task="classification")
-    with pytest.raises(
-        DataError, match=r"train.parquet, row 1, column 'rating': classification labels"
-    ):
-        train(spec)
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item,hour,dow,rating\na,b,1,2,3.0\na,c,1,2,\n")
     with pytest.raises(DataError, match=r"bad.csv, row 2, column 'rating': the target is missing"):
         train(make_spec(data, tmp_path, source={"path": str(bad)}))
     with pytest.raises(DataError, match="target column 'stars' is not in the data|stars"):
         train(make_spec(data, tmp_path, target="stars"))
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip", "quarantine"])
+def test_classification_of_more_than_two_classes_says_it_is_binary(data, tmp_path, policy):
+    """Ratings 1..5 are not binary labels: a spec error whatever on_bad_rows says (skipping the
+    rows would learn from the rows rated 1 only)."""
+    spec = make_spec(data, tmp_path, task="classification", source__on_bad_rows=policy)
+    with pytest.raises(SpecError, match=r"task classification is binary.*'rating' holds the label"):
+        train(spec)
+    text = tmp_path / "text.csv"
+    text.write_text("user,item,hour,dow,rating\na,b,1,2,true\na,c,1,2,false\na,c,1,2,good\n")
+    with pytest.raises(SpecError, match=r"label 'good' \(.*text.csv, row 3\).*target.positive"):
+        train(make_spec(data, tmp_path, task="classification", source={"path": str(text)}))
+    # true / false as text are labels, and target.positive picks one class against the rest
+    text.write_text("user,item,hour,dow,rating\na,b,1,2,true\na,c,1,2,False\n")
+    assert train(make_spec(data, tmp_path, task="classification", source={"path": str(text)}))
+    ok = make_spec(
+        data, tmp_path, task="classification", target={"column": "rating", "positive": [5]}
+    )
+    assert train(ok).summary["rows_learnt"] == 3 * 5_000
 
 
 def test_a_spec_with_every_builtin_builder(tmp_path):

@@ -202,11 +202,7 @@ class Trainer:
 
     def _sync_features(self) -> None:
         """Make room in the parameters for ids the feature space allocated since the last chunk."""
-        space, params = self.pipeline.space, self.learner.params
-        seen = params.n_features
-        if space.n_ids > seen:
-            params.ensure_features(space.n_ids)
-            params.group[seen : space.n_ids] = space.id_group[seen : space.n_ids]
+        self.model.sync_features()
 
     def _learn(self, chunk: CSRChunk, y: np.ndarray) -> None:
         self._sync_features()
