@@ -218,7 +218,11 @@ def format_validation_error(exc, prefix: str = "", model: type[BaseModel] | None
         elif kind == "literal_error":
             msg = f"must be one of {ctx.get('expected', '')}, got {given!r}"
         else:
-            msg = f"{err.get('msg', 'invalid').removeprefix('Value error, ')}, got {given!r}"
+            msg = err.get("msg", "invalid").removeprefix("Value error, ")
+            # The input of a check of a whole section is the section: not worth repeating.
+            if loc and not isinstance(given, dict):
+                shown = repr(given)
+                msg += f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
         lines[key] = f"{key}: {msg}" if key else msg
     return "; ".join(lines.values())
 

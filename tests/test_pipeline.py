@@ -305,3 +305,22 @@ def test_a_spec_with_every_builtin_builder(tmp_path):
         "join_item",
         "libfm",
     } == groups
+
+
+def test_every_rows_evaluates_after_exactly_that_many_rows(data, tmp_path):
+    """Batches of 1,000 rows, every_rows 2,500: records at 2,500 and 7,500 (the chunk is cut
+    there), and one record per epoch end (an evaluation due at the end is that record)."""
+    val = {"source": {"path": str(data / "test.parquet")}, "every_rows": 2_500}
+    spec = make_spec(data, tmp_path, source__batch_size=1_000, learner__epochs=2, validation=val)
+    result = train(spec)
+    assert [(r["kind"], r["rows"]) for r in result.history] == [
+        ("cadence", 2_500),
+        ("epoch", 5_000),
+        ("cadence", 7_500),
+        ("epoch", 10_000),
+    ]
+    assert all("holdout_rmse" in r for r in result.history)
+    plain = train(make_spec(data, tmp_path / "plain", source__batch_size=1_000, learner__epochs=2))
+    a, b = result.model.learner.params, plain.model.learner.params
+    np.testing.assert_array_equal(a.V[: a.n_features], b.V[: b.n_features])
+    assert result.model.learner.t == plain.model.learner.t == 10_000

@@ -6,14 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamfm.errors import DataError
+from streamfm.errors import DataError, MissingInputError
 
 
 def column(batch: pa.RecordBatch, name: str, builder: str) -> pa.Array:
     """Column `name` of `batch` (dictionary-decoded), or a DataError naming the builder."""
     idx = batch.schema.get_field_index(name)
     if idx < 0:
-        raise DataError(
+        raise MissingInputError(
             f"feature builder '{builder}' needs column '{name}', which the data does not have "
             f"(columns: {', '.join(batch.schema.names)})"
         )

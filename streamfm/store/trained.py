@@ -85,6 +85,15 @@ class TrainedModel:
         self.sync_features()
         return float(self.learner.learn(chunk, target)[0])
 
+    def explain(self, data: Any):
+        """Per-prediction contributions of rows in memory (see `streamfm.explain`): one row per
+        term (bias, each feature's linear term, each pair's interaction; regression: clipping)
+        whose contributions add up to the row's score. A pyarrow Table, or a pandas DataFrame
+        when `data` is one."""
+        from streamfm.explain import explain
+
+        return explain(self, data)
+
     def sync_features(self) -> None:
         """Make room in the parameters for ids the feature space allocated since the last chunk
         (with their feature groups)."""
@@ -108,10 +117,17 @@ class TrainedModel:
         self, path: str | list[str], fmt: str | None = None, batch_size: int | None = None
     ) -> SourceConfig:
         """A SourceConfig for new data read like the training data (same CSV options)."""
+        from pydantic import ValidationError
+
+        from streamfm.config import format_validation_error
+
         src = self.spec.source
-        return SourceConfig(
-            path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
-        )
+        try:
+            return SourceConfig(
+                path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
+            )
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, prefix="source")) from None
 
     def predict_source(
         self, source: SourceConfig, keep_columns: list[str] | None = None

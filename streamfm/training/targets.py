@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamfm.errors import DataError, SpecError
+from streamfm.errors import DataError, MissingInputError, SpecError
 from streamfm.features.arrow import as_float, as_string_keys, dictionary_codes
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.spec import TargetConfig
@@ -32,7 +32,7 @@ def target_values(
     """
     idx = batch.schema.get_field_index(target.column)
     if idx < 0:
-        raise DataError(
+        raise MissingInputError(
             f"the target column '{target.column}' is not in the data (columns: "
             f"{', '.join(batch.schema.names)}); set target.column",
             path=path,
