@@ -120,7 +120,9 @@ class ProgressPrinter:
                 expand=True,
             )
             self._bar.start()
-            self._task = self._bar.add_task("train", total=None)
+            self._task = self._bar.add_task(
+                "train", total=None, epoch="", rows="", rate="", metric="", eta="?"
+            )
         approx = "~" if e.get("total_estimated") else ""
         rows = f"{e['rows']:,}" + (
             f"/{approx}{total:,} {100 * e['rows'] / total:4.1f}%" if total else ""
