@@ -41,7 +41,9 @@ sys.meta_path.insert(0, Blocked())
 def test_library_and_cli_work_without_the_optional_extras(tmp_path):
     """No scikit-learn, pandas or matplotlib: estimators, spec models and the CLI still work;
     `plot` says what to install."""
-    code = WITHOUT_EXTRAS + f'''
+    code = (
+        WITHOUT_EXTRAS
+        + f'''
 import numpy as np, yaml, pyarrow.parquet as pq
 import streamfm
 from streamfm import FMClassifier, FMRegressor
@@ -81,6 +83,7 @@ except SystemExit as exc:
     assert exc.code == 1
 print("ok")
 '''
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("ok")
