@@ -51,11 +51,11 @@ class ProgressPrinter:
     so that later lines start on a clean line)."""
 
     def __init__(
-        self, stream: TextIO = sys.stderr, quiet: bool = False, log_every: float = 10.0
+        self, stream: TextIO | None = None, quiet: bool = False, log_every: float = 10.0
     ) -> None:
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr  # the one of the moment
         self.quiet = quiet
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.log_every = log_every
         self._last_log = 0.0
         self._samples: deque[tuple[float, int]] = deque()
