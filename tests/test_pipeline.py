@@ -324,3 +324,27 @@ def test_every_rows_evaluates_after_exactly_that_many_rows(data, tmp_path):
     a, b = result.model.learner.params, plain.model.learner.params
     np.testing.assert_array_equal(a.V[: a.n_features], b.V[: b.n_features])
     assert result.model.learner.t == plain.model.learner.t == 10_000
+
+
+def test_every_rows_may_change_when_a_run_is_resumed(data, tmp_path):
+    """Set to 0 on --resume: no more evaluations between epoch ends (not one per row); set from
+    0: evaluations at its multiples."""
+    from streamfm.training.loop import Trainer
+
+    def spec(out, every):
+        return make_spec(
+            data,
+            out,
+            learner__epochs=2,
+            source__batch_size=500,
+            output__progress_every_seconds=1e-9,
+            validation={"source": {"path": str(data / "test.parquet")}, "every_rows": every},
+        )
+
+    for before, after, want in ((2_000, 0, [2_000]), (0, 3_000, [3_000, 6_000, 9_000])):
+        out = tmp_path / f"{before}-{after}"
+        trainer = Trainer(spec(out, before))
+        trainer.progress = lambda e, t=trainer: e["rows"] >= 2_000 and t.request_stop()
+        assert trainer.run_training().summary["interrupted"]
+        result = Trainer(spec(out, after), resume=True).run_training()
+        assert [r["rows"] for r in result.history if r["kind"] == "cadence"] == want

@@ -217,6 +217,11 @@ class Trainer:
     def _learn(self, chunk: CSRChunk, y: np.ndarray) -> None:
         self._sync_features()
         run = self.run
+        every = self.spec.validation.every_rows
+        if not every:  # (a run resumed with every_rows changed to 0)
+            run.next_eval = None
+        elif run.next_eval is None or run.next_eval <= run.rows_learnt:  # changed from 0
+            run.next_eval = (run.rows_learnt // every + 1) * every
         start = 0
         # validation.every_rows: the chunk is cut where an evaluation is due, so that it comes
         # after exactly that many rows (per-case learning makes the cut change nothing else).
@@ -230,7 +235,7 @@ class Trainer:
             self.window.update(y[start:stop], pred)
             run.rows_learnt += stop - start
             if run.next_eval is not None and run.rows_learnt >= run.next_eval:
-                run.next_eval += self.spec.validation.every_rows
+                run.next_eval += every
                 self._record(kind="cadence")
             start = stop
         if chunk.n_rows:
