@@ -62,6 +62,7 @@ class ProgressPrinter:
         self._first = True
         self._bar = None
         self._task = None
+        self._last_rate: float | None = None
 
     # --- rate and ETA
     def _rate(self, rows: int) -> float | None:
@@ -81,9 +82,11 @@ class ProgressPrinter:
             return
         record = event.get("record")
         if record is not None:
+            if self._bar is not None:  # the bar catches up with the record (an epoch's end)
+                self._update_bar(event, self._last_rate, None)
             self._line(record_line(record))
             return
-        rate = self._rate(event["rows"])
+        rate = self._last_rate = self._rate(event["rows"])
         total = event.get("total_rows")
         eta = (max(total - event["rows"], 0) / rate) if total and rate else None
         if self.tty:
