@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	test -f data/events/train.parquet || $(BIN)/python examples/generate_events.py data/events
-	$(BIN)/streamfm train examples/events.yaml
+	$(BIN)/streamfm train examples/events.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -3,6 +3,8 @@
     python benchmarks/bench_kernels.py [--features 10000] [--seconds 0.5] [--repeats 3]
     python benchmarks/bench_kernels.py --baseline /path/to/older/checkout
 
+The `+w` rows time the kernels with a weight per case (`WEIGHTED_KERNELS`, weights all 1.0).
+
 Synthetic CSR data: each row has `nnz` non-zeros of value 1.0, one random id in each of `nnz`
 equal slices of the feature space (one-hot fields, so no id repeats within a row); targets are
 N(0, 1). Kernels are compiled before timing; each figure is the best of `--repeats` runs, a run
@@ -69,6 +71,25 @@ class Params:
         self.adagrad = adagrad
 
 
+def weighted_kernel() -> Callable | None:
+    """The sgd pass with a weight per case (all 1.0), or None for versions without weights."""
+    try:
+        from streamfm.learners.sgd import WEIGHTED_KERNELS
+    except ImportError:
+        return None
+
+    def weighted_pass(data, order, p, lr, pred, target_range) -> int:
+        indptr, indices, values, y = data
+        kernel = WEIGHTED_KERNELS[("adagrad" if p.adagrad else "sgd", "squared")]
+        return kernel(
+            (indptr, indices, values), y, np.ones(len(y)), order, (p.w0, p.w, p.V),
+            (p.acc_w0, p.acc_w, p.acc_V), (0.0, np.zeros(1), np.full(1, 0.01), p.group),
+            (lr, 0.0, 0.5, 0), target_range, True, pred,
+        )  # fmt: skip
+
+    return weighted_pass
+
+
 def kernels() -> tuple[Callable, Callable]:
     """(sgd pass, predict) of the streamfm that is importable: today's kernels or 0.1's."""
     try:
@@ -99,9 +120,10 @@ def kernels() -> tuple[Callable, Callable]:
     return new_pass, predict_csr
 
 
-def sgd_pass(data, order, p: Params, lr: float, pred, target_range) -> None:
+def sgd_pass(data, order, p: Params, lr: float, pred, target_range, weighted=False) -> None:
     """One learning pass (regression, constant rate, clipping on); raises if it diverged."""
-    bad = kernels()[0](data, order, p, lr, pred, target_range)
+    run = weighted_kernel() if weighted else kernels()[0]
+    bad = run(data, order, p, lr, pred, target_range)
     if bad >= 0:
         raise RuntimeError(
             f"the kernel diverged at case {bad}: lower the benchmark's learning rate"
@@ -132,12 +154,15 @@ def bench_case(
     order = np.arange(n_rows, dtype=np.int64)
     pred = np.empty(n_rows, dtype=np.float64)
     out: list[tuple[str, float]] = []
-    for name, adagrad, lr in (("sgd", False, 0.001), ("adagrad", True, 0.01)):
+    runs = [("sgd", False, 0.001, False), ("adagrad", True, 0.01, False)]
+    if weighted_kernel() is not None:  # sample weights (all 1.0): "sgd+w", "adagrad+w"
+        runs += [("sgd+w", False, 0.001, True), ("adagrad+w", True, 0.01, True)]
+    for name, adagrad, lr, weighted in runs:
         p = Params(n_features, k, adagrad)
         target_range = np.array([np.inf, -np.inf])
 
-        def run(p: Params = p, lr: float = lr, tr: np.ndarray = target_range) -> None:
-            sgd_pass(data, order, p, lr, pred, tr)
+        def run(p=p, lr=lr, tr=target_range, weighted=weighted) -> None:
+            sgd_pass(data, order, p, lr, pred, tr, weighted)
 
         out.append((name, best_seconds_per_pass(run, seconds, repeats)))
     p = Params(n_features, k, False)
@@ -158,7 +183,9 @@ def warm_up() -> None:
     order = np.arange(8, dtype=np.int64)
     pred = np.empty(8)
     for adagrad in (False, True):
-        sgd_pass(data, order, Params(16, 4, adagrad), 0.01, pred, np.array([np.inf, -np.inf]))
+        for weighted in (False, True) if weighted_kernel() is not None else (False,):
+            p = Params(16, 4, adagrad)
+            sgd_pass(data, order, p, 0.01, pred, np.array([np.inf, -np.inf]), weighted)
     p = Params(16, 4, False)
     kernels()[1](data[0], data[1], data[2], p.w0, p.w, p.V, 16, pred)
 
@@ -196,7 +223,8 @@ def side_by_side(args: argparse.Namespace) -> list[str]:
     for key, now in best["now"].items():
         nnz, k, name = key.split("/")
         n_rows = NNZ_PER_CHUNK // int(nnz)
-        old = best["baseline"][key]
+        # A kernel the baseline lacks (weighted) is compared with the baseline's unweighted one.
+        old = best["baseline"].get(key, best["baseline"].get(key.removesuffix("+w")))
         line = (
             f"| {nnz} | {k} | {name} | {n_rows:,} | {n_rows / old / 1e6:.1f} | "
             f"{n_rows / now / 1e6:.1f} | {old / now:.3f} |"
@@ -252,7 +280,9 @@ def main() -> None:
             f"Machine: {machine()}",
             "",
             f"Synthetic CSR rows, values 1.0, ids one-hot in `nnz` fields over {args.features:,} "
-            f"features; {NNZ_PER_CHUNK:,} non-zeros per chunk. Regression with clipping, constant "
+            f"features; {NNZ_PER_CHUNK:,} non-zeros per chunk. `+w`: the kernel with a weight per "
+            "case (all 1.0; next to a baseline without weights, compared with its unweighted "
+            "kernel). Regression with clipping, constant "
             f"rate. {how}CPU time of the process (single-threaded kernels), so time taken by "
             "other jobs on the shared machine does not count. nnz·k/s counts the factor entries "
             "each case touches (read to predict and, when learning, updated). SGD lr 0.001, "

@@ -7,7 +7,7 @@ hyper-parameters through `ModelConfig` and `LearnerConfig`.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -156,6 +156,44 @@ class LearnerConfig(StrictModel):
         return self
 
 
+class EstimatorConfig(ModelConfig, LearnerConfig):
+    """Hyper-parameters of FMRegressor / FMClassifier: the model and learner settings of a spec
+    (defaults chosen for data nobody has scaled: AdaGrad, standardised inputs, shuffled epochs;
+    learning_rate and init_std on validation splits, see benchmarks/estimators.py), and how an
+    estimator reads its X."""
+
+    optimizer: Literal["sgd", "adagrad"] = Field(
+        "adagrad", description="sgd: libFM's per-case SGD; adagrad: per-coordinate step sizes"
+    )
+    learning_rate: float = Field(0.1, gt=0.0, description="sgd: ~0.01; adagrad: ~0.1")
+    init_std: float = Field(0.01, ge=0.0, description="std of the Gaussian initial factors")
+    shuffle: bool = Field(True, description="visit rows in a seeded random order every epoch")
+    standardize: bool = Field(
+        True,
+        description="learn scales at the first fit / partial_fit: dense X columns to mean 0, std 1 "
+        "(0/1 columns kept), sparse X columns divided by their largest |value|, DataFrame numeric "
+        "columns through `numeric` builders with transform standardize; regression targets to "
+        "mean 0, std 1 (predictions mapped back)",
+    )
+    features: list[dict[str, Any]] | None = Field(
+        None,
+        description="DataFrame X: feature builders as in a spec's `features` (default: one per "
+        "column by its type)",
+    )
+    n_jobs: int | None = Field(
+        None,
+        description="FMClassifier with 3+ classes: threads training the one-vs-rest models "
+        "(None: 1, -1: one per core)",
+    )
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _jobs(cls, v: int | None) -> int | None:
+        if v is not None and (v == 0 or v < -1):
+            raise ValueError("must be None, -1 or a positive number of threads")
+        return v
+
+
 def format_validation_error(exc, prefix: str = "", model: type[BaseModel] | None = None) -> str:
     """One clause per problem of a pydantic ValidationError: `key.path: what is wrong, got value`.
 
@@ -180,7 +218,11 @@ def format_validation_error(exc, prefix: str = "", model: type[BaseModel] | None
         elif kind == "literal_error":
             msg = f"must be one of {ctx.get('expected', '')}, got {given!r}"
         else:
-            msg = f"{err.get('msg', 'invalid').removeprefix('Value error, ')}, got {given!r}"
+            msg = err.get("msg", "invalid").removeprefix("Value error, ")
+            # The input of a check of a whole section is the section: not worth repeating.
+            if loc and not isinstance(given, dict):
+                shown = repr(given)
+                msg += f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
         lines[key] = f"{key}: {msg}" if key else msg
     return "; ".join(lines.values())
 

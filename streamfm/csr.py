@@ -53,6 +53,12 @@ def take_rows(chunk: CSRChunk, rows: np.ndarray) -> CSRChunk:
     return CSRChunk(indptr, chunk.indices[src], chunk.values[src])
 
 
+def slice_rows(chunk: CSRChunk, start: int, stop: int) -> CSRChunk:
+    """Rows [start, stop) of the chunk (views of its arrays)."""
+    lo, hi = int(chunk.indptr[start]), int(chunk.indptr[stop])
+    return CSRChunk(chunk.indptr[start : stop + 1] - lo, chunk.indices[lo:hi], chunk.values[lo:hi])
+
+
 def concat(chunks: list[CSRChunk]) -> CSRChunk:
     """Rows of all chunks, one after the other."""
     if len(chunks) == 1:

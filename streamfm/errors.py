@@ -46,6 +46,11 @@ class DataError(StreamFMError, ValueError):
         super().__init__(msg)
 
 
+class MissingInputError(DataError, SpecError):
+    """A file, folder or column the spec (or a command's arguments) names is not there: a
+    mistake in the spec rather than in the data (the CLI exits 2)."""
+
+
 class DivergenceError(StreamFMError, FloatingPointError):
     """Training produced a non-finite prediction or parameter."""
 

@@ -13,12 +13,14 @@ from streamfm.errors import SpecError
 from streamfm.store.archive import write_atomic
 
 
-def write_predictions(model, source: SourceConfig, output: Path, keep: list[str]) -> int:
+def write_predictions(model, source: SourceConfig, output: Path | str, keep: list[str]) -> int:
     """Predict every row of `source` with `model` (a TrainedModel); write `keep` columns plus
-    `prediction` (regression value or P(class 1)) to `output` (.parquet or .csv). Returns rows."""
-    suffix = Path(output).suffix.lower()
+    `prediction` (regression value or P(class 1)) to `output` (.parquet or .csv, or "-": CSV on
+    standard output, batch by batch, for pipes). Returns rows."""
+    to_stdout = str(output) == "-"
+    suffix = ".csv" if to_stdout else Path(output).suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
-        raise SpecError(f"--output {output}: use a .parquet or .csv file name")
+        raise SpecError(f"--output {output}: use a .parquet or .csv file name, or - for stdout")
     rows = 0
 
     def write(f) -> None:
@@ -49,6 +51,13 @@ def write_predictions(model, source: SourceConfig, output: Path, keep: list[str]
             )
         writer.close()
 
+    if to_stdout:
+        import sys
+
+        sys.stdout.flush()
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return rows
     # Written to a temporary file and renamed: readers never see a half-written output.
     write_atomic(output, write)
     return rows

@@ -46,7 +46,10 @@ class ValidationConfig(StrictModel):
 
     source: SourceConfig | None = None
     every_rows: int = Field(
-        0, ge=0, description="also evaluate every N training rows (0: epoch ends only)"
+        0,
+        ge=0,
+        description="also evaluate after every N training rows, exactly (counted over all "
+        "epochs; 0: epoch ends only); one that falls on an epoch's end is that epoch's record",
     )
     metric: str | None = Field(
         None, description="default: rmse (regression), logloss (classification)"

@@ -18,7 +18,7 @@ import yaml
 
 import streamfm
 from streamfm.datasets import make_event_log
-from streamfm.errors import DataError
+from streamfm.errors import DataError, SpecError
 from streamfm.spec import parse_spec
 from streamfm.training.loop import train
 
@@ -181,8 +181,8 @@ def test_bad_rows_quarantine_writes_them_with_the_reason(tmp_path):
     assert recs[2]["value"] == "oops"
 
 
-def test_bad_classification_labels_are_bad_rows(tmp_path):
-    (tmp_path / "c.csv").write_text("user,item,label\nu1,i1,1\nu2,i2,2\nu3,i3,0\n")
+def test_missing_classification_labels_are_bad_rows_other_labels_a_spec_error(tmp_path):
+    (tmp_path / "c.csv").write_text("user,item,label\nu1,i1,1\nu2,i2,\nu3,i3,0\n")
     spec = {
         "source": {"path": str(tmp_path / "c.csv"), "on_bad_rows": "skip"},
         "task": "classification",
@@ -193,6 +193,11 @@ def test_bad_classification_labels_are_bad_rows(tmp_path):
     }
     r = train(parse_spec(spec))
     assert r.summary["rows_skipped"] == 1 and r.summary["rows_learnt"] == 2
+    # A third class is not a bad row to skip: task classification is binary.
+    (tmp_path / "c.csv").write_text("user,item,label\nu1,i1,1\nu2,i2,2\nu3,i3,0\n")
+    spec["output"]["dir"] = str(tmp_path / "out2")
+    with pytest.raises(SpecError, match="label 2 .*c.csv, row 2"):
+        train(parse_spec(spec))
 
 
 def test_stdin_stream_with_time_checkpoints(events, tmp_path):

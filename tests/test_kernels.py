@@ -133,3 +133,69 @@ def test_invscaling_schedule_equals_reference_rates():
     b.learn(to_chunk(X[1:2])[0], np.array([2.0]))
     np.testing.assert_allclose(a.params.V, b.params.V, rtol=1e-6)
     np.testing.assert_allclose(a.params.w, b.params.w, rtol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_weighted_step_follows_the_weighted_gradient(task, optimizer):
+    """A case of weight s steps along s times its gradient (loss and L2), as the reference says."""
+    X, w0, w, V = random_problem(8, n=1, d=12, k=4, density=0.5)
+    x = X.toarray()[0]
+    y = 1.0 if task == "classification" else 2.5
+    lr, reg, s = 0.05, (0.1, 0.2, 0.3), 2.75
+    cfg = dict(
+        task=task,
+        optimizer=optimizer,
+        learning_rate=lr,
+        reg_bias=reg[0],
+        reg_linear=reg[1],
+        reg_factors=reg[2],
+        clip_predictions=False,
+    )
+    lrn = learner_with(w0, w, V, **cfg)
+    lrn.learn(to_chunk(X)[0], np.array([y]), weights=np.array([s]))
+    g0, gw, gV = (s * g for g in gradient(x, y, w0, w.astype(float), V.astype(float), task, reg))
+    nz = x != 0
+    if optimizer == "sgd":
+        e0, ew, eV = w0 - lr * g0, w - lr * gw, V - lr * gV
+    else:
+        e0 = w0 - lr * g0 / np.sqrt(1 + g0**2)
+        ew = np.where(nz, w - lr * gw / np.sqrt(1 + gw**2), w)
+        eV = np.where(nz[:, None], V - lr * gV / np.sqrt(1 + gV**2), V)
+    p = lrn.params
+    assert p.w0[0] == pytest.approx(e0, rel=1e-5)
+    np.testing.assert_allclose(p.w[:12], ew, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p.V[:12], eV, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_unit_weights_are_bit_identical_and_zero_weights_drop_the_case(task, optimizer):
+    X, w0, w, V = random_problem(9, n=60, d=30, k=4)
+    y = np.linspace(-1, 3, 60) if task == "regression" else (np.arange(60) % 3 == 0) * 1.0
+    cfg = dict(task=task, optimizer=optimizer, learning_rate=0.02, reg_linear=0.01)
+    chunk = to_chunk(X)[0]
+    plain, ones = learner_with(w0, w, V, **cfg), learner_with(w0, w, V, **cfg)
+    p_plain = plain.learn(chunk, y)
+    p_ones = ones.learn(chunk, y, weights=np.ones(60))
+    np.testing.assert_array_equal(p_plain, p_ones)
+    for a, b in ((plain.params.w, ones.params.w), (plain.params.V, ones.params.V)):
+        np.testing.assert_array_equal(a, b)
+    assert plain.target_range.tolist() == ones.target_range.tolist()
+    # Weight 0 for every third row == the rows without them (predictions of the kept rows too).
+    weights = np.where(np.arange(60) % 3 == 1, 0.0, 1.0)
+    keep = np.flatnonzero(weights)
+    zero, subset = learner_with(w0, w, V, **cfg), learner_with(w0, w, V, **cfg)
+    p_zero = zero.learn(chunk, y, weights=weights)
+    p_subset = subset.learn(to_chunk(X[keep])[0], y[keep])
+    np.testing.assert_array_equal(p_zero[keep], p_subset)
+    np.testing.assert_array_equal(zero.params.V, subset.params.V)
+    np.testing.assert_array_equal(zero.params.w, subset.params.w)
+    assert zero.params.w0[0] == subset.params.w0[0]
+    assert zero.target_range.tolist() == subset.target_range.tolist()
+
+
+def test_weights_must_match_the_rows():
+    X, w0, w, V = random_problem(10, n=5)
+    with pytest.raises(ValueError, match="expected 5 values"):
+        learner_with(w0, w, V).learn(to_chunk(X)[0], np.ones(5), weights=np.ones(4))

@@ -10,7 +10,7 @@ import pytest
 
 import streamfm
 from streamfm.datasets import make_event_log
-from streamfm.errors import DataError
+from streamfm.errors import DataError, SpecError
 from streamfm.spec import parse_spec
 from streamfm.store.archive import read_archive as load_arrays
 from streamfm.store.trained import TrainedModel
@@ -194,17 +194,32 @@ def test_classification_with_positive_values(data, tmp_path):
 
 
 def test_bad_labels_and_targets_name_file_and_row(data, tmp_path):
-    spec = make_spec(data, tmp_path, task="classification")
-    with pytest.raises(
-        DataError, match=r"train.parquet, row 1, column 'rating': classification labels"
-    ):
-        train(spec)
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item,hour,dow,rating\na,b,1,2,3.0\na,c,1,2,\n")
     with pytest.raises(DataError, match=r"bad.csv, row 2, column 'rating': the target is missing"):
         train(make_spec(data, tmp_path, source={"path": str(bad)}))
     with pytest.raises(DataError, match="target column 'stars' is not in the data|stars"):
         train(make_spec(data, tmp_path, target="stars"))
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip", "quarantine"])
+def test_classification_of_more_than_two_classes_says_it_is_binary(data, tmp_path, policy):
+    """Ratings 1..5 are not binary labels: a spec error whatever on_bad_rows says (skipping the
+    rows would learn from the rows rated 1 only)."""
+    spec = make_spec(data, tmp_path, task="classification", source__on_bad_rows=policy)
+    with pytest.raises(SpecError, match=r"task classification is binary.*'rating' holds the label"):
+        train(spec)
+    text = tmp_path / "text.csv"
+    text.write_text("user,item,hour,dow,rating\na,b,1,2,true\na,c,1,2,false\na,c,1,2,good\n")
+    with pytest.raises(SpecError, match=r"label 'good' \(.*text.csv, row 3\).*target.positive"):
+        train(make_spec(data, tmp_path, task="classification", source={"path": str(text)}))
+    # true / false as text are labels, and target.positive picks one class against the rest
+    text.write_text("user,item,hour,dow,rating\na,b,1,2,true\na,c,1,2,False\n")
+    assert train(make_spec(data, tmp_path, task="classification", source={"path": str(text)}))
+    ok = make_spec(
+        data, tmp_path, task="classification", target={"column": "rating", "positive": [5]}
+    )
+    assert train(ok).summary["rows_learnt"] == 3 * 5_000
 
 
 def test_a_spec_with_every_builtin_builder(tmp_path):
@@ -290,3 +305,46 @@ def test_a_spec_with_every_builtin_builder(tmp_path):
         "join_item",
         "libfm",
     } == groups
+
+
+def test_every_rows_evaluates_after_exactly_that_many_rows(data, tmp_path):
+    """Batches of 1,000 rows, every_rows 2,500: records at 2,500 and 7,500 (the chunk is cut
+    there), and one record per epoch end (an evaluation due at the end is that record)."""
+    val = {"source": {"path": str(data / "test.parquet")}, "every_rows": 2_500}
+    spec = make_spec(data, tmp_path, source__batch_size=1_000, learner__epochs=2, validation=val)
+    result = train(spec)
+    assert [(r["kind"], r["rows"]) for r in result.history] == [
+        ("cadence", 2_500),
+        ("epoch", 5_000),
+        ("cadence", 7_500),
+        ("epoch", 10_000),
+    ]
+    assert all("holdout_rmse" in r for r in result.history)
+    plain = train(make_spec(data, tmp_path / "plain", source__batch_size=1_000, learner__epochs=2))
+    a, b = result.model.learner.params, plain.model.learner.params
+    np.testing.assert_array_equal(a.V[: a.n_features], b.V[: b.n_features])
+    assert result.model.learner.t == plain.model.learner.t == 10_000
+
+
+def test_every_rows_may_change_when_a_run_is_resumed(data, tmp_path):
+    """Set to 0 on --resume: no more evaluations between epoch ends (not one per row); set from
+    0: evaluations at its multiples."""
+    from streamfm.training.loop import Trainer
+
+    def spec(out, every):
+        return make_spec(
+            data,
+            out,
+            learner__epochs=2,
+            source__batch_size=500,
+            output__progress_every_seconds=1e-9,
+            validation={"source": {"path": str(data / "test.parquet")}, "every_rows": every},
+        )
+
+    for before, after, want in ((2_000, 0, [2_000]), (0, 3_000, [3_000, 6_000, 9_000])):
+        out = tmp_path / f"{before}-{after}"
+        trainer = Trainer(spec(out, before))
+        trainer.progress = lambda e, t=trainer: e["rows"] >= 2_000 and t.request_stop()
+        assert trainer.run_training().summary["interrupted"]
+        result = Trainer(spec(out, after), resume=True).run_training()
+        assert [r["rows"] for r in result.history if r["kind"] == "cadence"] == want

@@ -6,14 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamfm.errors import DataError
+from streamfm.errors import DataError, MissingInputError
 
 
 def column(batch: pa.RecordBatch, name: str, builder: str) -> pa.Array:
     """Column `name` of `batch` (dictionary-decoded), or a DataError naming the builder."""
     idx = batch.schema.get_field_index(name)
     if idx < 0:
-        raise DataError(
+        raise MissingInputError(
             f"feature builder '{builder}' needs column '{name}', which the data does not have "
             f"(columns: {', '.join(batch.schema.names)})"
         )
@@ -25,8 +25,10 @@ def column(batch: pa.RecordBatch, name: str, builder: str) -> pa.Array:
 
 def as_string_keys(col: pa.Array) -> pa.Array:
     """Category keys as strings, whatever the column type ("42" from int 42 or from text "42")."""
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+    if pa.types.is_string(col.type):
         return col
+    if pa.types.is_large_string(col.type):  # e.g. Parquet files written by pandas 3
+        return pc.cast(col, pa.string())
     if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         try:
             return pc.cast(col, pa.string())

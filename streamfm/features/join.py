@@ -1,14 +1,20 @@
 """`join`: features of a key looked up in a side table, built by nested builders.
 
-E.g. a movie's genres and year from ML-100K's u.item, or a user's age and occupation from u.user:
+E.g. a movie's 19 genre flags and release date from ML-100K's u.item (no header, "|"-separated;
+docs/features.md has the whole recipe), or a user's age and occupation from u.user:
 
     - type: join
       key: item                      # column of the events
-      table: {path: u.item, format: csv, csv: {delimiter: "|", header: false, column_names: [...]}}
-      table_key: movie_id            # key column of the side table (default: key)
+      table:
+        path: u.item
+        format: csv
+        csv: {delimiter: "|", header: false, quote_char: null, column_types: {item: string},
+              column_names: [item, title, release_date, video_release_date, imdb_url, unknown,
+                             action, adventure, ..., western]}   # all 24 columns
+      table_key: item                # key column of the side table (default: key)
       features:
-        - {type: set, column: genres, delimiter: ","}
-        - {type: numeric, columns: [year], transform: standardize}
+        - {type: numeric, name: genre, columns: [unknown, action, adventure, ..., western]}
+        - {type: categorical, name: released, columns: [release_date]}
 
 The side table is read once and built by the nested builders (state such as statistics learnt
 over the whole table first); the result

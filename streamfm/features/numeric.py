@@ -2,7 +2,8 @@
 
 Transforms: raw, log1p (sign-preserving), standardize. Standardising uses the running mean and
 variance of the values seen so far *including* the current row, computed per row with prefix
-sums (so results do not depend on batch boundaries), and frozen when predicting.
+sums (so results do not depend on batch boundaries), and frozen when predicting; or, with `mean`
+and `std` given, those fixed statistics (e.g. of the training data: what the estimators do).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamfm.errors import DataError
 from streamfm.features.arrow import as_float, column, dictionary_codes
@@ -27,6 +28,12 @@ class NumericParams(BuilderParams):
         None, description="[low, high] applied to the raw value before the transform"
     )
     scale: float = Field(1.0, description="multiplies the transformed value")
+    mean: float | None = Field(
+        None, description="standardize: this mean instead of the running one (with std)"
+    )
+    std: float | None = Field(
+        None, gt=0.0, description="standardize: this standard deviation instead of the running one"
+    )
     bins: list[float] | None = Field(
         None,
         description="increasing edges: one-hot of the bucket each value falls in (e.g. age "
@@ -48,6 +55,14 @@ class NumericParams(BuilderParams):
         if v is not None and (not v or any(b <= a for a, b in zip(v, v[1:], strict=False))):
             raise ValueError("must be a non-empty list of strictly increasing edges")
         return v
+
+    @model_validator(mode="after")
+    def _fixed_statistics(self):
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std: give both (fixed statistics) or neither (running ones)")
+        if self.mean is not None and self.transform != "standardize":
+            raise ValueError("mean and std: only for transform standardize")
+        return self
 
 
 class NumericBuilder(FeatureBuilder):
@@ -154,6 +169,8 @@ class NumericBuilder(FeatureBuilder):
             x = np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
         if p.transform == "log1p":
             x = np.sign(x) * np.log1p(np.abs(x))
+        elif p.transform == "standardize" and p.mean is not None:
+            x = (x - p.mean) / p.std
         elif p.transform == "standardize":
             x = self._standardize(x, c, ~bad, training)
         return np.where(bad, 0.0, x * p.scale)

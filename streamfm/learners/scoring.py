@@ -5,8 +5,10 @@
 and `predict_csr`, which scores every row of a CSR chunk with it.
 
 CSR rows: indptr (int64, n+1), indices (int32 global feature ids), values (float32). Parameters
-w0 (1,), w (n,), V (n, k) are float32. The products v_if·x_i and their squares are float32 (as the
-parameters and values), their sums over features float64.
+w0 (1,), w (n,), V (n, k) are float32. The linear part w0 + Σ w_i x_i is summed in float32
+(numba's float() of a float32 stays float32; kept so that models stay bit-identical with 0.1); the
+products v_if·x_i and their squares are float32, their sums over features float64, and the
+score (linear part plus half the pairwise difference) float64.
 
 Speed notes (benchmarks/bench_kernels.py): both sums of the identity are kept per factor
 (`sums[f]` = Σ_i v_if x_i, `sqs[f]` = Σ_i v_if² x_i²) and reduced over f after the row, because the
@@ -28,7 +30,7 @@ def score_row(start, stop, indices, values, w0, w, V, limit, sums, sqs):
 
     Ids >= `limit` (unsigned) are skipped: features never seen contribute nothing. Fills
     sums[f] = Σ_i v_if x_i and sqs[f] = Σ_i v_if² x_i² (float64, k), which the gradients reuse.
-    Returns (linear part w0 + Σ w_i x_i, Σ_f sums[f]², Σ_f sqs[f]); the score is
+    Returns (linear part w0 + Σ w_i x_i (float32), Σ_f sums[f]², Σ_f sqs[f]); the score is
     linear + ½(inter − sq).
     """
     k = V.shape[1]

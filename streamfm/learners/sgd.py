@@ -25,10 +25,33 @@ Task = Literal["regression", "classification"]
 LOSS_OF_TASK = {"regression": "squared", "classification": "logistic"}
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _unit_weight(weights, r):
+    return 1.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _case_weight(weights, r):
+    return weights[r]
+
+
 @njit(nogil=True, inline="always", error_model="numpy")
 def _sgd_pass(
     rows, y, order, params, state, regs, rate, target_range, clip, out,
     output, gradient, observe, step_linear, step_factor,
+):  # fmt: skip
+    """`_weighted_pass` with every case of weight 1 (the constant folds away: the unweighted
+    kernels compile to the loop they were before weights existed)."""
+    return _weighted_pass(
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        _unit_weight, output, gradient, observe, step_linear, step_factor,
+    )  # fmt: skip
+
+
+@njit(nogil=True, inline="always", error_model="numpy")
+def _weighted_pass(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+    weight_of, output, gradient, observe, step_linear, step_factor,
 ):  # fmt: skip
     """One pass of per-case updates over the rows `order` (int64 row numbers) of a CSR chunk.
 
@@ -36,11 +59,14 @@ def _sgd_pass(
     state = the step rule's per-coordinate arrays shaped like params (AdaGrad: sums of squared
     gradients; SGD: unused); regs = (reg0, reg_w_by_group, reg_v_by_group, group) with group[j]
     the feature group of id j; rate = (lr0, decay, power_t, t0), t0 cases learnt before this call;
-    output, gradient, observe: the loss's jitted functions; step_linear, step_factor: the step rule's.
+    output, gradient, observe: the loss's jitted functions; step_linear, step_factor: the step rule's;
+    weight_of(weights, r): the weight s of row r (float64 >= 0).
 
     For each case: score it, out[row] = loss output (the prediction made before the update), then
     step w0, w and V of its features along the gradient of the loss plus L2 terms reg·θ (reg0 for
-    w0, by each feature's group for w and V; touched coordinates only) — libFM's update.
+    w0, by each feature's group for w and V; touched coordinates only) — libFM's update. A case of
+    weight s steps along s times that gradient (its loss and L2 terms count s times); a case of
+    weight 0 changes nothing, not even the range of targets seen (the schedule still counts it).
     Returns -1, or the position in `order` of the first case whose prediction or gradient was not
     finite (parameters are then as they were before it). Raises IndexError, before any update,
     if a feature id is negative or >= len(w).
@@ -72,17 +98,22 @@ def _sgd_pass(
         g = gradient(pred, yr)
         if not (math.isfinite(score) and math.isfinite(g) and math.isfinite(inter)):
             return ii
+        s = weight_of(weights, r)
+        if s == 0.0:
+            continue
         observe(yr, target_range)
         lr = steps.learning_rate(lr0, decay, power_t, t0 + ii)
+        # The weight multiplies the gradient and the L2 strengths (s = 1: exactly the same numbers).
+        g = g * s
         v0 = w0[0]
-        step_linear(w0, acc_w0, 0, v0, g + reg0 * v0, lr)
+        step_linear(w0, acc_w0, 0, v0, g + reg0 * s * v0, lr)
         for nz in range(start, stop):
             j = np.uint32(indices[nz])
             x = values[nz]
             gi = group[j]
-            rv = reg_v_by_group[gi]
+            rv = reg_v_by_group[gi] * s
             wj = w[j]
-            step_linear(w, acc_w, j, wj, g * x + reg_w_by_group[gi] * wj, lr)
+            step_linear(w, acc_w, j, wj, g * x + reg_w_by_group[gi] * s * wj, lr)
             gx = g * x
             gxx = gx * x
             for f in range(k):
@@ -135,6 +166,61 @@ KERNELS = {
     ("sgd", "logistic"): sgd_logistic,
     ("adagrad", "squared"): adagrad_squared,
     ("adagrad", "logistic"): adagrad_logistic,
+}
+
+
+# --- the same with a weight per case (the kernels' `weights`: float64, one per row of the chunk)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_squared_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _weighted_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_logistic_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _weighted_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_squared_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _weighted_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_logistic_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _weighted_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+WEIGHTED_KERNELS = {
+    ("sgd", "squared"): sgd_squared_weighted,
+    ("sgd", "logistic"): sgd_logistic_weighted,
+    ("adagrad", "squared"): adagrad_squared_weighted,
+    ("adagrad", "logistic"): adagrad_logistic_weighted,
 }
 
 
@@ -202,10 +288,17 @@ class SGDLearner:
         self._regs_seen = 0
 
     # --- learning
-    def learn(self, chunk: CSRChunk, y: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    def learn(
+        self,
+        chunk: CSRChunk,
+        y: np.ndarray,
+        order: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """One pass over the chunk's rows (in `order`, default as given).
 
-        y: float64 targets (classification: 0/1). Returns the predictions made before each case's
+        y: float64 targets (classification: 0/1). weights: one finite weight >= 0 per row (None:
+        all 1), multiplying the case's gradient. Returns the predictions made before each case's
         update (float64, n_rows; regression values or P(y=1)), for progressive validation.
         """
         n = chunk.n_rows
@@ -216,11 +309,19 @@ class SGDLearner:
         p = self.params
         cfg = self.config
         decay = float(cfg.decay) if cfg.schedule == "invscaling" else 0.0
-        kernel = KERNELS[("adagrad" if p.adagrad else "sgd", LOSS_OF_TASK[self.task])]
+        key = ("adagrad" if p.adagrad else "sgd", LOSS_OF_TASK[self.task])
+        rows = (chunk.indptr, chunk.indices, chunk.values)
+        if weights is None:
+            kernel = KERNELS[key]
+        else:
+            weights = np.ascontiguousarray(weights, dtype=np.float64)
+            if weights.shape != (n,):
+                raise ValueError(f"weights: expected {n} values, got shape {weights.shape}")
+            kernel = _with_weights(WEIGHTED_KERNELS[key], weights)
         pred = np.empty(n, dtype=np.float64)
         try:
             bad = kernel(
-                (chunk.indptr, chunk.indices, chunk.values),
+                rows,
                 y,
                 order,
                 (p.w0, p.w[: p.n_features], p.V[: p.n_features]),
@@ -306,6 +407,15 @@ class SGDLearner:
             {int(g): GroupRegularization(**r) for g, r in state["group_regularization"].items()}
         )
         self.params.load_state_dict(state["params"])
+
+
+def _with_weights(kernel, weights: np.ndarray):
+    """A weighted kernel called like an unweighted one."""
+
+    def call(rows, y, *rest):
+        return kernel(rows, y, weights, *rest)
+
+    return call
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from streamfm.config import SourceConfig
-from streamfm.errors import CheckpointError, DataError
+from streamfm.errors import CheckpointError, DataError, MissingInputError
 from streamfm.sources._io import DEFAULT_BLOCK
 
 
@@ -82,14 +82,15 @@ def clip_text(text: str | bytes | None) -> str | None:
 
 
 def check_columns(path: str, requested: Sequence[str] | None, available: Sequence[str]) -> None:
-    """DataError naming the file, the first missing column and the file's columns, if any is missing."""
+    """MissingInputError (a DataError; a spec mistake for the CLI) naming the file, the first
+    missing column and the file's columns, if any is missing."""
     if not requested:
         return
     have = set(available)
     missing = [c for c in requested if c not in have]
     if missing:
         several = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
-        raise DataError(
+        raise MissingInputError(
             f"no such column{several}; the file has: {', '.join(available) or '(no columns)'}",
             path=path,
             column=missing[0],

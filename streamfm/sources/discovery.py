@@ -7,7 +7,7 @@ import glob
 import os
 
 from streamfm.config import SourceConfig
-from streamfm.errors import DataError, SpecError
+from streamfm.errors import DataError, MissingInputError, SpecError
 
 # The path of standard input.
 STDIN = "-"
@@ -104,20 +104,20 @@ def _expand(entry: str, base: str, fmt: str | None) -> list[str]:
             elif os.path.isfile(m):
                 out.append(m)
         if not out:
-            raise DataError("no files match this pattern", path=path)
+            raise MissingInputError("no files match this pattern", path=path)
         return out
     if os.path.isdir(path):
         out = _walk(path, fmt)
         if not out:
             what = f"{fmt} " if fmt else ""
             exts = [e for e, f in EXTENSIONS.items() if fmt is None or f == fmt]
-            raise DataError(
+            raise MissingInputError(
                 f"folder holds no {what}files (looked for {', '.join(exts)})", path=path
             )
         return out
     if os.path.isfile(path):
         return [path]
-    raise DataError("no such file or folder", path=path)
+    raise MissingInputError("no such file or folder", path=path)
 
 
 def resolve_files(

@@ -3,7 +3,7 @@ parameters); predictions and evaluation on new data; the model file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from streamfm.config import GroupRegularization, SourceConfig
 from streamfm.csr import CSRChunk
-from streamfm.errors import SpecError
+from streamfm.errors import DataError, SpecError
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.learners.base import Learner, make_learner
 from streamfm.metrics import make_metric
@@ -50,14 +50,84 @@ class TrainedModel:
         parts = [self.predict_batch(b) for b in table.to_batches()]
         return np.concatenate(parts) if parts else np.zeros(0)
 
+    def predict(self, data: Any) -> np.ndarray:
+        """Predictions (regression values, or P(class 1)) for rows in memory: a pandas
+        DataFrame, a pyarrow Table or RecordBatch, anything with the Arrow stream interface, or a
+        mapping of column names to values. Values never seen in training contribute nothing."""
+        from streamfm.frames import to_table
+
+        return self.predict_table(self._with_columns(to_table(data)))
+
+    def predict_one(self, x: Mapping[str, Any]) -> float:
+        """The prediction for one row given as a dict of column values (River's predict_one)."""
+        from streamfm.frames import rows_table
+
+        return float(self.predict_table(self._with_columns(rows_table([x])))[0])
+
+    def learn_one(self, x: Mapping[str, Any], y: Any) -> float:
+        """Learn from one event given as a dict of column values and its target (River's
+        learn_one), exactly as training would learn it as the next row of the stream: builder
+        state (running statistics, histories, vocabularies) and parameters move on. Returns the
+        prediction made before the update. Save the model to keep what it learnt."""
+        from streamfm.frames import rows_table
+        from streamfm.training.targets import target_values
+
+        column = self.spec.target.column
+        batch = next(iter(self._with_columns(rows_table([{**x, column: y}])).to_batches()))
+        target, bad, reason = target_values(batch, self.spec.target, self.task)
+        if bad[0]:
+            raise DataError(reason, column=column, value=y)
+        for b in self.pipeline.builders:
+            for mask, col, why in b.invalid_rows(batch):
+                if mask[0]:
+                    raise DataError(why, column=col, value=x.get(col))
+        chunk = self.pipeline.transform(batch, training=True)
+        self.sync_features()
+        return float(self.learner.learn(chunk, target)[0])
+
+    def explain(self, data: Any):
+        """Per-prediction contributions of rows in memory (see `streamfm.explain`): one row per
+        term (bias, each feature's linear term, each pair's interaction; regression: clipping)
+        whose contributions add up to the row's score. A pyarrow Table, or a pandas DataFrame
+        when `data` is one."""
+        from streamfm.explain import explain
+
+        return explain(self, data)
+
+    def sync_features(self) -> None:
+        """Make room in the parameters for ids the feature space allocated since the last chunk
+        (with their feature groups)."""
+        space, params = self.pipeline.space, self.learner.params
+        seen = params.n_features
+        if space.n_ids > seen:
+            params.ensure_features(space.n_ids)
+            params.group[seen : space.n_ids] = space.id_group[seen : space.n_ids]
+
+    def _with_columns(self, table: pa.Table) -> pa.Table:
+        """`table`, checked to hold every column the builders read."""
+        missing = [c for c in self.pipeline.columns() if c not in table.column_names]
+        if missing:
+            raise DataError(
+                f"the rows lack the column(s) {missing} the model's features read (columns: "
+                f"{table.column_names})"
+            )
+        return table
+
     def source_config(
         self, path: str | list[str], fmt: str | None = None, batch_size: int | None = None
     ) -> SourceConfig:
         """A SourceConfig for new data read like the training data (same CSV options)."""
+        from pydantic import ValidationError
+
+        from streamfm.config import format_validation_error
+
         src = self.spec.source
-        return SourceConfig(
-            path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
-        )
+        try:
+            return SourceConfig(
+                path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
+            )
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, prefix="source")) from None
 
     def predict_source(
         self, source: SourceConfig, keep_columns: list[str] | None = None

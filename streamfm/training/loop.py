@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from streamfm.csr import CSRChunk
+from streamfm.csr import CSRChunk, slice_rows
 from streamfm.errors import CheckpointError, SpecError
 from streamfm.metrics import MetricSet
 from streamfm.sources import STDIN, SourceStream, open_source
@@ -82,6 +82,7 @@ class Trainer:
         self._last_ckpt_rows = 0
         self._last_ckpt_time = 0.0
         self._known_rows: int | None = None
+        self._rows_estimated = False
         self.notes: list[str] = []
 
     def parts(self) -> dict[str, Any]:
@@ -117,11 +118,20 @@ class Trainer:
         return ShuffleWindow(size, self.spec.model.seed, self.run.epoch) if size else None
 
     def _source_rows(self) -> int | None:
-        """Rows per epoch when the files say so without reading them (Parquet), for the ETA."""
+        """Rows per epoch, for the percentage and ETA: as the files say without reading them
+        (Parquet), or estimated from the size of text files (`_rows_estimated` is then True)."""
         if self.spec.source.follow or self.spec.source.path == STDIN:
             return None
         try:
-            return open_source(self.spec.source).total_rows()
+            source = open_source(self.spec.source)
+            rows = source.total_rows()
+            if rows is None:
+                from streamfm.progress import estimate_rows
+
+                header = source.format == "csv" and self.spec.source.csv.header
+                rows = estimate_rows(source.files, header=header)
+                self._rows_estimated = rows is not None
+            return rows
         except Exception:  # noqa: BLE001 - only an estimate; reading reports real problems
             return None
 
@@ -202,28 +212,42 @@ class Trainer:
 
     def _sync_features(self) -> None:
         """Make room in the parameters for ids the feature space allocated since the last chunk."""
-        space, params = self.pipeline.space, self.learner.params
-        seen = params.n_features
-        if space.n_ids > seen:
-            params.ensure_features(space.n_ids)
-            params.group[seen : space.n_ids] = space.id_group[seen : space.n_ids]
+        self.model.sync_features()
 
     def _learn(self, chunk: CSRChunk, y: np.ndarray) -> None:
         self._sync_features()
-        if not chunk.n_rows:
-            return
-        pred = self.learner.learn(chunk, y)
-        self.progressive.update(y, pred)
-        self.window.update(y, pred)
         run = self.run
-        run.rows_learnt += chunk.n_rows
-        if run.next_eval is not None and run.rows_learnt >= run.next_eval:
-            run.next_eval += self.spec.validation.every_rows
-            self._record(kind="cadence")
-        self._report()
+        every = self.spec.validation.every_rows
+        if not every:  # (a run resumed with every_rows changed to 0)
+            run.next_eval = None
+        elif run.next_eval is None or run.next_eval <= run.rows_learnt:  # changed from 0
+            run.next_eval = (run.rows_learnt // every + 1) * every
+        start = 0
+        # validation.every_rows: the chunk is cut where an evaluation is due, so that it comes
+        # after exactly that many rows (per-case learning makes the cut change nothing else).
+        while start < chunk.n_rows:
+            stop = chunk.n_rows
+            if run.next_eval is not None:
+                stop = min(stop, start + max(run.next_eval - run.rows_learnt, 1))
+            part = chunk if stop - start == chunk.n_rows else slice_rows(chunk, start, stop)
+            pred = self.learner.learn(part, y[start:stop])
+            self.progressive.update(y[start:stop], pred)
+            self.window.update(y[start:stop], pred)
+            run.rows_learnt += stop - start
+            if run.next_eval is not None and run.rows_learnt >= run.next_eval:
+                run.next_eval += every
+                self._record(kind="cadence")
+            start = stop
+        if chunk.n_rows:
+            self._report()
 
     def _end_epoch(self) -> None:
-        self._record(kind="epoch")
+        history = self.evaluation.history
+        last = history[-1] if history else None
+        if last and last["kind"] == "cadence" and last["rows"] == self.run.rows_learnt:
+            last["kind"] = "epoch"  # evaluated right at the epoch's end: that is its record
+        else:
+            self._record(kind="epoch")
         if self.evaluation.stopped_early or self.run.epoch + 1 >= self.spec.learner.epochs:
             self.run.complete = True
             return
@@ -262,6 +286,7 @@ class Trainer:
             "value": shown.value(),
             "eta_seconds": eta,
             "total_rows": per_epoch * epochs if per_epoch else None,
+            "total_estimated": self._rows_estimated and run.epoch == 0,
         }
 
     def _record(self, kind: str) -> None:

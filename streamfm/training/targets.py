@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamfm.errors import DataError
+from streamfm.errors import DataError, MissingInputError, SpecError
 from streamfm.features.arrow import as_float, as_string_keys, dictionary_codes
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.spec import TargetConfig
@@ -15,15 +17,22 @@ from streamfm.text import number_or_nan
 
 
 def target_values(
-    batch: pa.RecordBatch, target: TargetConfig, task: str, path: str | None = None
+    batch: pa.RecordBatch,
+    target: TargetConfig,
+    task: str,
+    path: str | None = None,
+    first_row: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(targets as float64 (classification: 0/1), mask of rows whose target is bad, the reason).
 
-    A missing target column is an error for the whole batch (DataError naming the file).
+    A missing target column is an error for the whole batch (DataError naming the file). So is,
+    for classification without `target.positive`, a label other than 0/1, -1/+1, true/false: a
+    SpecError (the task is binary; skipping such rows would learn from a few classes only).
+    first_row: 1-based row number of the batch's first row in `path`, for that message.
     """
     idx = batch.schema.get_field_index(target.column)
     if idx < 0:
-        raise DataError(
+        raise MissingInputError(
             f"the target column '{target.column}' is not in the data (columns: "
             f"{', '.join(batch.schema.names)}); set target.column",
             path=path,
@@ -44,20 +53,35 @@ def target_values(
     except DataError:
         # Text that is not a number: find the rows, one distinct value at a time.
         codes, uniques = dictionary_codes(as_string_keys(col))
-        values = np.array([number_or_nan(v) for v in uniques] + [np.nan], dtype=np.float64)
-        y = values[codes]  # code -1 (missing) picks the trailing NaN
+        values = [number_or_nan(v) for v in uniques]
+        if task == "classification":
+            for j, v in enumerate(uniques):
+                text = v.strip().lower() if v is not None else ""
+                if text in ("true", "false"):
+                    values[j] = float(text == "true")
+                elif text and math.isnan(values[j]):
+                    _not_binary(target, v, path, first_row + int(np.flatnonzero(codes == j)[0]))
+        y = np.array([*values, np.nan], dtype=np.float64)[codes]  # code -1 (missing): NaN
     bad = ~np.isfinite(y)
     reason = "the target is missing or not a finite number"
     if task == "classification":
         wrong = ~bad & ~((y == 0) | (y == 1) | (y == -1))
         if wrong.any():
-            return (
-                (y == 1).astype(np.float64),
-                bad | wrong,
-                ("classification labels must be 0/1, -1/+1 or true/false (or set target.positive)"),
-            )
+            i = int(np.flatnonzero(wrong)[0])
+            _not_binary(target, col[i].as_py(), path, first_row + i)
         y = (y == 1).astype(np.float64)
     return y, bad, reason
+
+
+def _not_binary(target: TargetConfig, value, path: str | None, row: int) -> None:
+    where = f"{path}, row {row}" if path else f"row {row}"
+    raise SpecError(
+        f"task classification is binary, but the target column '{target.column}' holds the "
+        f"label {value!r} ({where}), not 0/1, -1/+1 or true/false. To learn one class against "
+        f"the rest, set target.positive to its labels (e.g. --set 'target.positive=[{value}]'); "
+        "for more classes, train one model per class, or use streamfm.FMClassifier "
+        "(one-vs-rest) in Python"
+    )
 
 
 def clean_batch(
@@ -74,7 +98,7 @@ def clean_batch(
     Bad rows go to `bad_rows` (a streamfm.training.badrows.BadRows: fail raises, skip counts, quarantine
     writes them). first_row: 1-based row number of the batch's first row in `path`.
     """
-    y, bad, reason = target_values(batch, target, task, path)
+    y, bad, reason = target_values(batch, target, task, path, first_row)
     reasons = np.where(bad, reason, None).astype(object)
     columns = np.where(bad, target.column, None).astype(object)
     for b in pipeline.builders:
