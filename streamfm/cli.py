@@ -205,7 +205,7 @@ def init(
     if path.exists() and not force:
         typer.echo(f"error: {path} exists; use --force to overwrite", err=True)
         raise typer.Exit(2)
-    path.write_text(STARTER_SPEC)
+    _run(lambda: path.write_text(STARTER_SPEC))
     typer.echo(f"wrote {path}: edit source, target and features, then: streamfm train {path}")
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
-from streamfm.config import GroupRegularization, SourceConfig
+from streamfm.config import GroupRegularization, SourceConfig, format_validation_error
 from streamfm.csr import CSRChunk
 from streamfm.errors import SpecError
 from streamfm.features.pipeline import FeaturePipeline
@@ -53,11 +54,16 @@ class TrainedModel:
     def source_config(
         self, path: str | list[str], fmt: str | None = None, batch_size: int | None = None
     ) -> SourceConfig:
-        """A SourceConfig for new data read like the training data (same CSV options)."""
+        """A SourceConfig for new data read like the training data (same CSV options);
+        SpecError naming the option when `path` or `fmt` is not valid."""
         src = self.spec.source
-        return SourceConfig(
-            path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
-        )
+        try:
+            return SourceConfig(
+                path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
+            )
+        except ValidationError as exc:
+            detail = format_validation_error(exc, model=SourceConfig)
+            raise SpecError(detail.replace("format:", "--format:", 1)) from None
 
     def predict_source(
         self, source: SourceConfig, keep_columns: list[str] | None = None
