@@ -116,10 +116,20 @@ def train(
         typer.echo(f"interrupted: resume with  streamfm train {spec} --resume")
 
 
-def _load_pipeline_model(path: Path):
+AllowPluginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-plugin",
+        help="Let the model's spec import this 'module:Class' feature builder (or module): "
+        "plugins run code, so only for models you trust (repeatable).",
+    ),
+]
+
+
+def _load_pipeline_model(path: Path, allow_plugin: list[str] | None = None):
     from streamfm.store.trained import TrainedModel
 
-    return TrainedModel.load(path)
+    return TrainedModel.load(path, trust_plugins=allow_plugin or ())
 
 
 @app.command()
@@ -134,13 +144,14 @@ def predict(
     format: Annotated[
         str | None, typer.Option("--format", help="Input format if not inferable.")
     ] = None,
+    allow_plugin: AllowPluginOption = None,
 ) -> None:
     """Predict every row of INPUT, streaming, into a Parquet or CSV file."""
     _skip_numba_blas_probe()
     from streamfm.predict import write_predictions
 
     def go():
-        m = _load_pipeline_model(model)
+        m = _load_pipeline_model(model, allow_plugin)
         return write_predictions(m, m.source_config(input, format), output, keep or [])
 
     n = _run(go)
@@ -155,12 +166,13 @@ def evaluate(
         str | None, typer.Option("--format", help="Input format if not inferable.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    allow_plugin: AllowPluginOption = None,
 ) -> None:
     """Metrics of MODEL on INPUT (exact AUC for classification)."""
     _skip_numba_blas_probe()
 
     def go():
-        m = _load_pipeline_model(model)
+        m = _load_pipeline_model(model, allow_plugin)
         return m.evaluate(m.source_config(input, format))
 
     scores = _run(go)
@@ -179,11 +191,12 @@ def inspect(
     model: Annotated[Path, typer.Argument(help="model file")],
     top: Annotated[int, typer.Option(help="Show the features with the largest weights.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    allow_plugin: AllowPluginOption = None,
 ) -> None:
     """Describe a model: spec, sizes, feature groups, metric history, strongest features."""
     from streamfm.inspect import describe
 
-    info = _run(lambda: describe(model, top=top))
+    info = _run(lambda: describe(model, top=top, trust_plugins=allow_plugin or ()))
     if as_json:
         typer.echo(json.dumps(info, indent=1, default=str))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ import numpy as np
 from streamfm.store.models import load_model, read_model_file
 
 
-def describe(path: str | Path, top: int = 10) -> dict[str, Any]:
-    """Sizes, groups, spec, metric history and the features with the largest |w| of a model file."""
+def describe(
+    path: str | Path, top: int = 10, *, trust_plugins: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Sizes, groups, spec, metric history and the features with the largest |w| of a model file
+    (`trust_plugins`: as for `load_model`)."""
     meta, _state = read_model_file(path)
-    model = load_model(path)
+    model = load_model(path, trust_plugins=trust_plugins)
     info: dict[str, Any] = {
         "path": str(path),
         "kind": meta["kind"],

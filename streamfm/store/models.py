@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise CheckpointError(f"model file {path} does not exist")
     try:
         meta, arrays = read_archive(path)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not a readable streamfm model ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a streamfm model (format {meta.get('format')!r})")
@@ -109,8 +110,13 @@ def _features_of_version_1(pipeline: dict[str, Any], arrays: dict[str, np.ndarra
     }
 
 
-def load_model(path: str | os.PathLike):
-    """Load a model saved by an estimator's `save` (FMRegressor / FMClassifier) or by `streamfm train`."""
+def load_model(path: str | os.PathLike, *, trust_plugins: Iterable[str] = ()):
+    """Load a model saved by an estimator's `save` (FMRegressor / FMClassifier) or by `streamfm train`.
+
+    Loading never runs code from the file: a feature builder its spec names as
+    "module:Class" (a plugin that is neither built in nor an installed entry point) is imported
+    only if `trust_plugins` names it (or its module).
+    """
     meta, state = read_model_file(path)
     kind = meta.get("kind")
     if kind in ("FMRegressor", "FMClassifier"):
@@ -120,5 +126,5 @@ def load_model(path: str | os.PathLike):
     if kind == "pipeline":
         from streamfm.store.trained import TrainedModel
 
-        return TrainedModel._from_saved(meta, state, path)
+        return TrainedModel._from_saved(meta, state, path, trust_plugins=trust_plugins)
     raise CheckpointError(f"{path}: unknown model kind {kind!r}")

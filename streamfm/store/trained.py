@@ -3,7 +3,7 @@ parameters); predictions and evaluation on new data; the model file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from streamfm.config import GroupRegularization, SourceConfig, format_validation_error
 from streamfm.csr import CSRChunk
-from streamfm.errors import SpecError
+from streamfm.errors import CheckpointError, SpecError
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.learners.base import Learner, make_learner
 from streamfm.metrics import make_metric
@@ -139,22 +139,31 @@ class TrainedModel:
         return cls(spec, pipeline, learner)
 
     @classmethod
-    def _from_saved(cls, meta: dict, state: dict[str, Any], path=None) -> TrainedModel:
-        spec = parse_spec(meta["spec"], name=meta["spec"].get("name", "run"), origin=str(path))
-        model = cls.from_spec(spec)
+    def _from_saved(
+        cls, meta: dict, state: dict[str, Any], path=None, *, trust_plugins: Iterable[str] = ()
+    ) -> TrainedModel:
+        from streamfm.features.registry import trusted_plugins
+
+        if not isinstance(meta.get("spec"), dict):
+            raise CheckpointError(f"{path}: the model file holds no spec")
+        with trusted_plugins(trust_plugins):
+            spec = parse_spec(meta["spec"], name=meta["spec"].get("name", "run"), origin=str(path))
+            model = cls.from_spec(spec)
         model.load_state_dict(state)
         model.history = meta.get("history", [])
         model.summary = meta.get("summary", {})
         return model
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainedModel:
+    def load(cls, path: str | Path, *, trust_plugins: Iterable[str] = ()) -> TrainedModel:
+        """The model of a model file written by `save`; a "module:Class" feature builder of
+        its spec is imported only if `trust_plugins` names it (see `store.models.load_model`)."""
         meta, state = read_model_file(path)
         if meta.get("kind") != "pipeline":
             raise SpecError(
                 f"{path} holds a {meta.get('kind')} saved by the Python API, not a trained spec"
             )
-        return cls._from_saved(meta, state, path)
+        return cls._from_saved(meta, state, path, trust_plugins=trust_plugins)
 
 
 def group_regularization(spec: Spec) -> dict[int, GroupRegularization]:
