@@ -3,7 +3,7 @@ history — and the model's state (`state_dict()` of its parts, arrays named by 
 
 `load_model` reads any model file: one written by `streamfm train` (a `TrainedModel`) or by an
 estimator's `save` (`FMRegressor`, `FMClassifier`). Files of streamfm 0.1 (format version 1)
-are read too.
+and of 0.2 before vocabularies were stored as arrays (version 2) are read too.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from streamfm.store.archive import read_archive, write_archive, write_atomic
 from streamfm.store.state import join_arrays, split_arrays
 
 FORMAT = "streamfm-model"
-FORMAT_VERSION = 2
+# 3: vocabularies as arrays (UTF-8 bytes + offsets), histories as items per key.
+FORMAT_VERSION = 3
 
 
 def save_model_file(path: str | os.PathLike, meta: dict[str, Any], state: dict[str, Any]) -> None:
