@@ -125,3 +125,29 @@ def test_an_array_header_larger_than_its_member_is_refused(model_file):
     model_file.write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match=r"V.npy: its header describes 4398046511104 bytes"):
         streamfm.load_model(model_file)
+
+
+def short_vocabulary(meta, arrays):
+    arrays["features/space/keys/0/offsets"] = arrays["features/space/keys/0/offsets"][:-1]
+    arrays["features/space/keys/0/bytes"] = arrays["features/space/keys/0/bytes"][:1]
+
+
+def wrong_group(meta, arrays):
+    arrays["group"] = arrays["group"] + 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m, a: a.update(V=a["V"].astype(np.int8)), r"V has dtype int8, expected float32"),
+        (lambda m, a: a["V"].__setitem__((0, 0), np.nan), r"V holds NaN or infinite values"),
+        (lambda m, a: a.update(w=a["w"][:1]), r"w has shape \(1,\), expected \(2,\)"),
+        (short_vocabulary, r"1 keys but ids of shape \(2,\)"),
+        (wrong_group, r"the features. groups differ"),
+        (lambda m, a: a.update(V=np.zeros((2, 2), "<U3")), r"V has dtype <U3"),
+    ],
+)
+def test_arrays_that_would_predict_garbage_are_refused(model_file, change, message):
+    rewrite(model_file, change)
+    with pytest.raises(CheckpointError, match=rf"model.sfm is damaged: {message}"):
+        streamfm.load_model(model_file)

@@ -296,8 +296,14 @@ class ImplicitBuilder(FeatureBuilder):
         self.arena = np.zeros(int(self.cap[:n].sum()), dtype=np.int32)
         self.used = int(
             _import(
-                items, indptr, self.counts[:n], self.params.max_items, self.arena, self.start,
-                self.cap, True,
+                items,
+                indptr,
+                self.counts[:n],
+                self.params.max_items,
+                self.arena,
+                self.start,
+                self.cap,
+                True,
             )
         )
         self.garbage = 0
@@ -363,7 +369,9 @@ class ImplicitBuilder(FeatureBuilder):
             state["table_indptr"], state["table_items"] = (a.copy() for a in self._table)
         else:
             n = len(self.keys)
-            indptr, items = _export(self.arena, self.start[:n], self.counts[:n], self.params.max_items)
+            indptr, items = _export(
+                self.arena, self.start[:n], self.counts[:n], self.params.max_items
+            )
             state["hist_indptr"], state["hist_items"] = indptr, items
             state["counts"] = self.counts[:n].copy()
         return state
@@ -392,7 +400,9 @@ class ImplicitBuilder(FeatureBuilder):
                 raise ValueError(f"feature builder '{self.name}': histories do not fit {n} keys")
             indptr = np.zeros(n + 1, dtype=np.int64)
             np.cumsum(stored, out=indptr[1:])
-            slots = (counts - stored).repeat(stored) + (np.arange(indptr[-1]) - indptr[:-1].repeat(stored))
+            slots = (counts - stored).repeat(stored) + (
+                np.arange(indptr[-1]) - indptr[:-1].repeat(stored)
+            )
             items = hist[np.arange(n).repeat(stored), slots % p.max_items]
         else:
             indptr = np.asarray(state["hist_indptr"]).astype(np.int64)

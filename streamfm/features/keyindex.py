@@ -178,7 +178,11 @@ def _probe_parts(keys: pa.Array) -> tuple[str, np.ndarray, np.ndarray | None]:
     of the Arrow buffers where possible), as `key_hashes` reads them."""
     t = keys.type
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        return "int", pc.fill_null(pc.cast(keys, pa.int64()), 0).to_numpy(zero_copy_only=False), None
+        return (
+            "int",
+            pc.fill_null(pc.cast(keys, pa.int64()), 0).to_numpy(zero_copy_only=False),
+            None,
+        )
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)):
         keys = pc.cast(keys, pa.string())
         t = keys.type
@@ -186,7 +190,9 @@ def _probe_parts(keys: pa.Array) -> tuple[str, np.ndarray, np.ndarray | None]:
     width = np.int64 if pa.types.is_large_string(t) else np.int32
     n = len(keys)
     offsets = np.frombuffer(offsets_buf, dtype=width)[keys.offset : keys.offset + n + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
     return "str", offsets.astype(np.int64), data
 
 
@@ -242,7 +248,9 @@ class KeyIndex:
         self._ids = np.zeros(0, dtype=np.int32)
         self._values = np.zeros(0, dtype=np.int64)  # int keys
         self._bytes = np.zeros(0, dtype=np.uint8)  # str keys: UTF-8 text ...
-        self._offsets = np.zeros(1, dtype=np.int64)  # ... key o is _bytes[_offsets[o]:_offsets[o+1]]
+        self._offsets = np.zeros(
+            1, dtype=np.int64
+        )  # ... key o is _bytes[_offsets[o]:_offsets[o+1]]
 
     def __len__(self) -> int:
         return self._n

@@ -172,13 +172,21 @@ class FeatureSpace:
         indexes = []
         total = 0
         for g, (base, size) in enumerate(reserved):
-            if base < 0 or size < 0 or base + size > n_ids or (id_group[base : base + size] != g).any():
+            if (
+                base < 0
+                or size < 0
+                or base + size > n_ids
+                or (id_group[base : base + size] != g).any()
+            ):
                 raise ValueError(f"the reserved ids of group {groups[g]!r} are not its own")
             ids = np.asarray(raw_ids[g])
             if ids.ndim != 1 or (len(ids) and ids.dtype.kind not in "iu"):
                 raise ValueError(f"the ids of group {groups[g]!r} are not integers")
             if len(ids) and (
-                ids[0] < 0 or ids[-1] >= n_ids or (np.diff(ids) <= 0).any() or (id_group[ids] != g).any()
+                ids[0] < 0
+                or ids[-1] >= n_ids
+                or (np.diff(ids) <= 0).any()
+                or (id_group[ids] != g).any()
             ):
                 raise ValueError(f"the ids of group {groups[g]!r} are not ids of that group")
             keys = raw_keys[g]

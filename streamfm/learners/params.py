@@ -184,9 +184,7 @@ class FMParams:
         self.n_features = 0
         self.w0 = checked["w0"].copy()
         self.acc_w0 = (
-            checked["acc_w0"].copy()
-            if self.adagrad
-            else np.full(1, 0.0, dtype=PARAM_DTYPE)
+            checked["acc_w0"].copy() if self.adagrad else np.full(1, 0.0, dtype=PARAM_DTYPE)
         )
         for name in ("w", "V", "group", "acc_w", "acc_V"):
             setattr(self, name, None)

@@ -123,7 +123,10 @@ def load_model(path: str | os.PathLike, *, trust_plugins: Iterable[str] = ()):
     if kind in ("FMRegressor", "FMClassifier"):
         from streamfm import estimators
 
-        return getattr(estimators, kind)._from_saved(meta, state)
+        try:
+            return getattr(estimators, kind)._from_saved(meta, state)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(f"{path} is damaged: {exc}") from None
     if kind == "pipeline":
         from streamfm.store.trained import TrainedModel
 

@@ -118,8 +118,16 @@ class TrainedModel:
         return {"learner": self.learner.state_dict(), "features": self.pipeline.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; ValueError when the parameters and the feature
+        space do not describe the same features (a damaged or crafted file)."""
         self.learner.load_state_dict(state["learner"])
         self.pipeline.load_state_dict(state["features"])
+        params, space = self.learner.params, self.pipeline.space
+        n = params.n_features
+        if n > space.n_ids:
+            raise ValueError(f"the parameters hold {n} features, the feature space {space.n_ids}")
+        if not np.array_equal(params.group[:n], space.id_group[:n]):
+            raise ValueError("the features' groups differ between the parameters and the space")
 
     def save(self, path: str | Path) -> None:
         """One file: FM parameters, vocabularies and builder states, spec, metric history."""
@@ -149,7 +157,10 @@ class TrainedModel:
         with trusted_plugins(trust_plugins):
             spec = parse_spec(meta["spec"], name=meta["spec"].get("name", "run"), origin=str(path))
             model = cls.from_spec(spec)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(f"{path} is damaged: {exc}") from None
         model.history = meta.get("history", [])
         model.summary = meta.get("summary", {})
         return model
