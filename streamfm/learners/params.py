@@ -24,10 +24,14 @@ MIN_CAPACITY = 64
 @njit(cache=True, nogil=True)
 def _finite_and_above(values: np.ndarray, low: float, strict: bool) -> bool:
     """Whether every value is finite and > low (strict) or >= low (no temporary arrays)."""
-    for x in values:
+    i = 0
+    n = values.shape[0]
+    while i < n:
+        x = values[i]
         if not np.isfinite(x) or x < low or (strict and x == low):
-            return False
-    return True
+            break
+        i += 1
+    return i == n
 
 
 def all_finite(array: np.ndarray) -> bool:
