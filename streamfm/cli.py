@@ -44,6 +44,8 @@ def _fail(exc: BaseException) -> None:
     """Print an error as one paragraph and exit: 2 for spec/usage errors, 1 for the rest."""
     if _state["debug"]:
         traceback.print_exception(exc)
+    for note in getattr(exc, "run_notes", []):  # e.g. which checkpoint was used or skipped
+        typer.echo(f"note: {note}", err=True)
     if isinstance(exc, StreamFMError):
         msg = str(exc)
     elif type(exc).__module__.startswith("pyarrow"):

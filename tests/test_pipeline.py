@@ -201,7 +201,7 @@ def test_bad_labels_and_targets_name_file_and_row(data, tmp_path):
         train(spec)
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item,hour,dow,rating\na,b,1,2,3.0\na,c,1,2,\n")
-    with pytest.raises(DataError, match=r"bad.csv, row 2, column 'rating': the target is missing"):
+    with pytest.raises(DataError, match=r"bad.csv, row 3, column 'rating': the target is missing"):
         train(make_spec(data, tmp_path, source={"path": str(bad)}))
     with pytest.raises(DataError, match="target column 'stars' is not in the data|stars"):
         train(make_spec(data, tmp_path, target="stars"))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from streamfm.config import SourceConfig
@@ -105,39 +106,62 @@ def _concat(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
 
 
-# (batch, per-row resume offsets or None), or (None, resume offset) after skipped bad rows.
-Piece = tuple[pa.RecordBatch | None, Any]
+# (batch, per-row resume offsets or None[, per-row line numbers]), or (None, resume offset)
+# after skipped bad rows. Line numbers are 0-based physical lines counted from where the read
+# started (`Reader.batch_lines` makes them 1-based lines of the file).
+Piece = tuple[Any, ...]
 
 
-def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch, int | None]]:
+def rebatch(
+    pieces: Iterable[Piece], size: int
+) -> Iterator[tuple[pa.RecordBatch, int | None, np.ndarray | None]]:
     """Cut and join pieces into batches of exactly `size` rows (the last one may be shorter).
 
-    Each piece carries, per row, the resume offset after that row (an int array) or None; each
-    output batch comes with the resume offset after its last row (None when pieces carry none).
-    A piece (None, offset) says that bad rows were skipped (and reported) right after the rows
-    before it: rows still held then resume after them, at `offset`.
+    Each piece carries, per row, the resume offset after that row (an int array) or None, and
+    optionally the row's line number; each output batch comes with the resume offset after its
+    last row (None when pieces carry none) and its rows' line numbers (None unless every piece
+    carried them). A piece (None, offset) says that bad rows were skipped (and reported) right
+    after the rows before it: rows still held then resume after them, at `offset`. When the
+    pieces raise a DataError (a bad row without `on_bad_row`), the rows held come out before it
+    is raised.
     """
     held: list[pa.RecordBatch] = []
+    held_lines: list[np.ndarray | None] = []
     held_rows = 0
     end: int | None = None
-    for batch, ends in pieces:
-        if batch is None:
-            if held_rows:
-                end = int(ends)
-            continue
-        n = batch.num_rows
-        at = 0
-        while at < n:
-            take = min(size - held_rows, n - at)
-            held.append(batch if take == n else batch.slice(at, take))
-            held_rows += take
-            at += take
-            end = int(ends[at - 1]) if ends is not None else None
-            if held_rows == size:
-                yield _concat(held), end
-                held, held_rows = [], 0
+
+    def joined() -> tuple[pa.RecordBatch, int | None, np.ndarray | None]:
+        lines = None if any(x is None for x in held_lines) else np.concatenate(held_lines)
+        return _concat(held), end, lines
+
+    try:
+        for piece in pieces:
+            batch, ends = piece[0], piece[1]
+            if batch is None:
+                if held_rows:
+                    end = int(ends)
+                continue
+            lines = piece[2] if len(piece) > 2 else None
+            n = batch.num_rows
+            at = 0
+            while at < n:
+                take = min(size - held_rows, n - at)
+                held.append(batch if take == n else batch.slice(at, take))
+                held_lines.append(None if lines is None else lines[at : at + take])
+                held_rows += take
+                at += take
+                end = int(ends[at - 1]) if ends is not None else None
+                if held_rows == size:
+                    yield joined()
+                    held, held_lines, held_rows = [], [], 0
+    except DataError:
+        # A bad row stops the read: the good rows before it still come out first, so that a
+        # run can keep them (standard input cannot be read again).
+        if held_rows:
+            yield joined()
+        raise
     if held_rows:
-        yield _concat(held), end
+        yield joined()
 
 
 class Reader:
@@ -166,6 +190,14 @@ class Reader:
         # Bytes per read for text formats; tests shrink it to exercise block boundaries.
         self.block_size: int = DEFAULT_BLOCK
         self._schema: tuple[str, pa.Schema] | None = None  # (path, its schema), the last asked
+        # Types of columns the consumer reads as such whatever the file holds (e.g. the target
+        # as float64), for formats whose types are inferred from the data (JSON lines).
+        self.column_types: dict[str, pa.DataType] = {}
+        # (path, data rows of the file before it, its rows' line numbers or None) of the batch
+        # yielded last, and what `batch_lines` needs to number them.
+        self._batch: tuple[str, int, np.ndarray | None] = ("", 0, None)
+        self._read_start: tuple[str, int, int] = ("", 0, 0)
+        self._line_base: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size})"
@@ -189,9 +221,35 @@ class Reader:
         """
         cols = _normalize_columns(columns)
         offset, row = self._start(path, start)
-        for batch, end in rebatch(self._pieces(path, cols, offset, row, schema), self.batch_size):
+        self._line_base = None
+        self._read_start = (path, offset, row)
+        pieces = self._pieces(path, cols, offset, row, schema)
+        for batch, end, lines in rebatch(pieces, self.batch_size):
+            self._batch = (path, row, lines)
             row += batch.num_rows
             yield batch, Position(path, self._resume_offset(path, row, end), row)
+
+    def batch_lines(self, rows: np.ndarray) -> np.ndarray:
+        """Where rows `rows` (0-based indices) of the batch `read` yielded last are in their
+        file: the 1-based physical line (header and blank lines counted; for CSV the line where
+        the record starts) for text formats, the 1-based row number for Parquet. Meant for the
+        rows a report names (it may read the file again)."""
+        path, first, lines = self._batch
+        rows = np.asarray(rows, dtype=np.int64)
+        if lines is None:
+            return self._data_row_lines(path, first + rows)
+        if self._line_base is None:
+            self._line_base = self._lines_before(*self._read_start)
+        return lines[rows] + self._line_base + 1
+
+    def _data_row_lines(self, path: str, rows: np.ndarray) -> np.ndarray:
+        """1-based lines (or row numbers) of the good data rows `rows` (0-based, counted in
+        the whole file) when the pieces carried none: the row number (Parquet) by default."""
+        return rows + 1
+
+    def _lines_before(self, path: str, offset: int, row: int) -> int:
+        """Physical lines of `path` before the read that started at (offset, row)."""
+        return 0
 
     def schema(self, path: str) -> pa.Schema:
         """Arrow schema of the file `path` (read from its head)."""

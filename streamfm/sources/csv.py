@@ -191,6 +191,7 @@ class CsvReader(Reader):
         super().__init__(*args, **kwargs)
         self.block_size = CSV_BLOCK
         self._types = _parse_types(self.config.csv.column_types)
+        self._line_scan: tuple[str, RecordScanner] | None = None  # for `_data_row_lines`
 
     # -- options ----------------------------------------------------------------------------------
 
@@ -250,11 +251,11 @@ class CsvReader(Reader):
             invalid_row_handler=handler,
         )
 
-    def _skipping(self) -> Callable[[Any], str] | None:
+    def _skipping(self, path: str) -> Callable[[Any], str] | None:
         """An invalid_row_handler for reads that only look (schema, column names): with
         `on_bad_row` set, bad records are skipped silently there (reported when the data is read).
         """
-        return _skip if self.on_bad_row is not None else None
+        return _skip if self._places_bad_records(path) else None
 
     def _convert_options(
         self, columns: list[str] | None, types: dict[str, pa.DataType]
@@ -293,7 +294,7 @@ class CsvReader(Reader):
         if schema is None:
             ro, po, co = (
                 self._read_options(),
-                self._parse_options(path, self._skipping()),
+                self._parse_options(path, self._skipping(path)),
                 self._convert_options(None, self._types),
             )
             if path == STDIN:
@@ -339,7 +340,7 @@ class CsvReader(Reader):
             if row == 0 and offset == 0:
                 types = self._column_types(path, schema, resumed=False)
                 source = self._input(path)
-                if self.on_bad_row is not None:
+                if self._places_bad_records(path):
                     tee = None
                     if path == STDIN:
                         # Standard input cannot be read twice: the scanner reads a copy.
@@ -376,6 +377,13 @@ class CsvReader(Reader):
         finally:
             if bad is not None:
                 bad.close()
+
+    def _places_bad_records(self, path: str) -> bool:
+        """Whether records of the wrong column count go through `BadRecords` (placed among the
+        rows around them) rather than stop pyarrow: with `on_bad_row`, and for standard input
+        also without, so that the rows before a bad record still come out before the error
+        (standard input cannot be read again)."""
+        return self.on_bad_row is not None or path == STDIN
 
     # -- resume -----------------------------------------------------------------------------------
 
@@ -420,12 +428,16 @@ class CsvReader(Reader):
                 return again
             if sc is not None:
                 sc.follow(tee.copy, tee.copy.at_end)
+                sc.record_lines()
                 return sc
             fresh = self._scanner(tee.copy, path, tee.copy.at_end)
+            fresh.record_lines()  # standard input is not read again to number rows
             fresh.start(opts.header, len(opts.column_names) if opts.column_names else None)
             return fresh
 
         def report(line: int, reason: str, text: str | None) -> None:
+            if self.on_bad_row is None:
+                raise DataError(reason, path=path, row=line, value=(text or "")[:200])
             self._report(path, line, reason, text)
 
         return BadRecords(path, row, extra, opts.skip_lines, scanner, report, tee)
@@ -463,7 +475,7 @@ class CsvReader(Reader):
             ).schema.names
         source: Any = ChainStream(sc.rest(), stream)
         bad = None
-        if self.on_bad_row is not None:
+        if self._places_bad_records(path):
             tee = None
             if path == STDIN:
                 source = tee = Tee(source)
@@ -481,6 +493,29 @@ class CsvReader(Reader):
             raise
         return reader, bad
 
+    # -- row numbers ------------------------------------------------------------------------------
+
+    def _data_row_lines(self, path: str, rows: np.ndarray) -> np.ndarray:
+        """1-based physical lines where the good data records `rows` (0-based, ascending) of
+        `path` start: the file is scanned again (once per run of ascending requests)."""
+        out = np.empty(len(rows), dtype=np.int64)
+        for k, g in enumerate(rows.tolist()):
+            cached = self._line_scan
+            if cached is None or cached[0] != path or cached[1].good > g:
+                if cached is not None:
+                    cached[1].stream.close()
+                sc = self._scanner(self._wrap(open_stream(path), path), path)
+                if not self._skip_to(sc, 0, 0):
+                    raise DataError("cannot number rows: the file changed", path=path)
+                cached = self._line_scan = (path, sc)
+            sc = cached[1]
+            # Step to record g, then over it: the last record ended is record g.
+            need = g - sc.good
+            if sc.good_records(need) != need or sc.good_records(1) != 1:
+                raise DataError("cannot number rows: the file changed", path=path)
+            out[k] = self.config.csv.skip_lines + int(sc.state[8]) + 1
+        return out
+
     # -- errors -----------------------------------------------------------------------------------
 
     def _file_columns(self, path: str) -> list[str]:
@@ -495,7 +530,7 @@ class CsvReader(Reader):
             return pacsv.open_csv(
                 self._input(path),
                 read_options=self._read_options(),
-                parse_options=self._parse_options(path, self._skipping()),
+                parse_options=self._parse_options(path, self._skipping(path)),
                 convert_options=pacsv.ConvertOptions(column_types={}),
             ).schema.names
         except (pa.ArrowInvalid, OSError):

@@ -178,8 +178,8 @@ def _parse_int(buf: np.ndarray, i: int, n: int, signed: bool) -> tuple[np.int64,
 def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
     """Parse whole libFM lines in `buf` (uint8), stepping over malformed ones.
 
-    Returns (rows, lines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val): ends[r] is the
-    byte after row r's line (its newline). A malformed line is skipped and recorded in
+    Returns (rows, lines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val, row_lines):
+    ends[r] is the byte after row r's line (its newline), row_lines[r] its 0-based line in buf. A malformed line is skipped and recorded in
     bad[k] = (0-based line within buf, its first byte, its newline (or buf.size), error code,
     first byte of the bad token); after the `max_bad`-th one parsing stops, at byte `stop` after
     `lines` newlines (buf.size and all of its newlines when it went through).
@@ -198,6 +198,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
     labels = np.empty(max_rows, np.float64)
     qids = np.empty(max_rows, np.int64)
     ends = np.empty(max_rows, np.int64)
+    row_lines = np.empty(max_rows, np.int64)
     indptr = np.empty(max_rows + 1, np.int32)
     idx = np.empty(n_colons, np.int64)
     val = np.empty(n_colons, np.float32)
@@ -305,6 +306,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
             if n_bad == max_bad:
                 break
             continue
+        row_lines[r] = line
         if i < n:  # at the newline
             i += 1
             line += 1
@@ -323,6 +325,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
         indptr[: r + 1],
         idx[:nnz],
         val[:nnz],
+        row_lines[:r],
     )
 
 
@@ -392,6 +395,7 @@ class LibfmReader(Reader):
             skipped = skip_bytes(stream, offset)
             # Lines before the block: unknown after a seek until a bad line needs them.
             line_base: int | None = skipped if skipped >= 0 else None
+            rel = 0  # lines read since `offset` (rows are numbered from there: `batch_lines`)
             pos = offset
             for block in line_blocks(stream, self.block_size):
                 buf = np.frombuffer(block, dtype=np.uint8)
@@ -399,28 +403,35 @@ class LibfmReader(Reader):
                 lines = 0  # newlines in them
                 while True:
                     part = buf[at:] if at else buf
-                    nrows, nlines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val = (
-                        _parse_block(part, max_bad)
-                    )
+                    parsed = _parse_block(part, max_bad)
+                    nrows, nlines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val = parsed[
+                        :11
+                    ]
+                    row_lines = parsed[11] + (rel + lines)
                     if n_bad == 0:
                         if nrows:
-                            yield _batch(labels, qids, indptr, idx, val, columns), ends + (pos + at)
+                            batch = _batch(labels, qids, indptr, idx, val, columns)
+                            yield batch, ends + (pos + at), row_lines
                     else:
                         if line_base is None:
                             line_base = count_newlines(path, pos)
                         batch = _batch(labels, qids, indptr, idx, val, columns) if nrows else None
                         yield from self._with_bad_lines(
-                            path, part, pos + at, line_base + lines, batch, ends, bad
+                            path, part, pos + at, line_base + lines, batch, ends, bad, row_lines
                         )
                     at += stop
                     lines += nlines
                     if at >= buf.size:
                         break
                 pos += buf.size
+                rel += lines
                 if line_base is not None:
                     line_base += lines
         finally:
             stream.close()
+
+    def _lines_before(self, path: str, offset: int, row: int) -> int:
+        return count_newlines(path, offset) if offset else 0
 
     def _with_bad_lines(
         self,
@@ -431,6 +442,7 @@ class LibfmReader(Reader):
         batch: pa.RecordBatch | None,
         ends: np.ndarray,
         bad: np.ndarray,
+        row_lines: np.ndarray,
     ) -> Iterator[Piece]:
         """Pieces of the rows of `part` (at byte `pos` of the file, after `line_base` lines), with
         each bad line reported in its place; DataError for the first one without a callback."""
@@ -441,11 +453,11 @@ class LibfmReader(Reader):
             token = _TOKEN.match(bytes(part[at : at + 256])).group()
             explanation = _explain(code, token)
             word = token.decode("utf-8", "replace")
+            if cut > done:  # the good rows before the bad line come first
+                yield batch.slice(done, cut - done), ends[done:cut] + pos, row_lines[done:cut]
+                done = cut
             if self.on_bad_row is None:
                 raise DataError(explanation, path=path, row=line_base + line + 1, value=word)
-            if cut > done:
-                yield batch.slice(done, cut - done), ends[done:cut] + pos
-                done = cut
             self._report(
                 path,
                 line_base + line + 1,
@@ -454,4 +466,4 @@ class LibfmReader(Reader):
             )
             yield None, pos + min(stop + 1, part.size)
         if batch is not None and done < batch.num_rows:
-            yield batch.slice(done), ends[done:] + pos
+            yield batch.slice(done), ends[done:] + pos, row_lines[done:]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from streamfm.config import SourceConfig
@@ -67,6 +68,15 @@ class Source:
     def on_bad_row(self, callback: Callable[[BadRow], None] | None) -> None:
         self.reader.on_bad_row = callback
 
+    @property
+    def column_types(self) -> dict[str, pa.DataType]:
+        """Types the reader gives these columns whatever the data says (`Reader.column_types`)."""
+        return self.reader.column_types
+
+    @column_types.setter
+    def column_types(self, types: dict[str, pa.DataType]) -> None:
+        self.reader.column_types = dict(types)
+
     def batches(
         self, columns: Sequence[str] | None = None
     ) -> Iterator[tuple[pa.RecordBatch, Position]]:
@@ -81,6 +91,10 @@ class Source:
             if i and first is None:
                 first = self.reader.schema(self.files[0])
             yield from self.reader.read(path, columns, schema=first)
+
+    def batch_lines(self, rows: np.ndarray) -> np.ndarray:
+        """Lines (row numbers for Parquet) of rows of the batch yielded last: `Reader.batch_lines`."""
+        return self.reader.batch_lines(rows)
 
     def schema(self) -> pa.Schema:
         """Arrow schema of the first file (read from its head)."""
@@ -112,7 +126,7 @@ class SourceStream:
     exactly after the last batch. With `config.follow`, after the files present it polls for
     new complete files until `should_stop()` or `idle_timeout` seconds pass without one.
     `reader` reads the files (default: a new Reader of their format); `on_bad_row`, when given,
-    becomes its callback for malformed rows.
+    becomes its callback for malformed rows; `column_types` its `Reader.column_types`.
     """
 
     def __init__(
@@ -124,6 +138,7 @@ class SourceStream:
         should_stop: Callable[[], bool] = lambda: False,
         on_idle: Callable[[], None] = lambda: None,
         reader: Reader | None = None,
+        column_types: dict[str, pa.DataType] | None = None,
     ) -> None:
         self.config = config
         self.columns = columns
@@ -131,6 +146,7 @@ class SourceStream:
         self.should_stop = should_stop
         self.on_idle = on_idle
         self.reader = reader
+        self.column_types = dict(column_types or {})
 
     def files(self) -> list[str]:
         """Files of the source now, in order (follow mode: only complete ones; none is fine)."""
@@ -178,6 +194,10 @@ class SourceStream:
                 if self._sleep(self.config.poll_seconds):
                     return
 
+    def batch_lines(self, rows: np.ndarray) -> np.ndarray:
+        """Lines (row numbers for Parquet) of rows of the batch yielded last: `Reader.batch_lines`."""
+        return self.reader.batch_lines(rows)
+
     def _sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True as soon as a stop is requested."""
         end = time.monotonic() + seconds
@@ -192,6 +212,7 @@ class SourceStream:
             self.reader = make_reader(fmt, self.config)
         if self.on_bad_row is not None:
             self.reader.on_bad_row = self.on_bad_row
+        self.reader.column_types = self.column_types
         return self.reader
 
     def _read(

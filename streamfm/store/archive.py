@@ -21,12 +21,29 @@ import numpy as np
 META = "meta.json"
 
 
+def temp_prefix(path: str | os.PathLike) -> str:
+    """Prefix of `write_atomic`'s temporary files for `path` (they end in ".tmp")."""
+    return f".{Path(path).name}."
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(fileobj)` on a temporary file next to `path`, fsync it and rename it to `path`."""
+    """Call `write(fileobj)` on a temporary file next to `path`, fsync it and rename it to `path`.
+
+    The file gets the mode any new file would (0666 less the umask), not mkstemp's 0600; a
+    symbolic link at `path` is replaced, never written through.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -78,18 +78,18 @@ class TrainedModel:
         """Built (chunk, target) pairs of a source holding the target column (state frozen).
         Bad rows follow the source's `on_bad_rows` (quarantine counts as skip here)."""
         from streamfm.training.badrows import BadRows
-        from streamfm.training.targets import clean_batch
+        from streamfm.training.targets import clean_batch, numeric_columns
 
         policy = "skip" if source.on_bad_rows == "quarantine" else source.on_bad_rows
         bad = BadRows(policy, None)
         src = open_source(source)
+        src.column_types = numeric_columns(self.pipeline, self.spec.target, self.task)
         if policy != "fail":
             src.on_bad_row = bad.from_source
         columns = [*self.pipeline.columns(), self.spec.target.column]
         for batch, pos in src.batches(columns=columns):
-            first = pos.row - batch.num_rows + 1
             batch, y = clean_batch(
-                batch, self.pipeline, self.spec.target, self.task, bad, pos.path, first
+                batch, self.pipeline, self.spec.target, self.task, bad, pos.path, src.batch_lines
             )
             yield self.transform(batch), y
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,12 +69,13 @@ def clean_batch(
     task: str,
     bad_rows,
     path: str | None,
-    first_row: int,
+    lines: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[pa.RecordBatch, np.ndarray]:
     """The batch without its bad rows (bad target, values a builder cannot use), and its targets.
 
     Bad rows go to `bad_rows` (a streamfm.training.badrows.BadRows: fail raises, skip counts, quarantine
-    writes them). first_row: 1-based row number of the batch's first row in `path`.
+    writes them). lines(indices): where rows of the batch are in `path` (`Reader.batch_lines`:
+    the physical line for text formats, the row number for Parquet), asked for bad rows only.
     """
     y, bad, reason = target_values(batch, target, task, path)
     reasons = np.where(bad, reason, None).astype(object)
@@ -84,6 +87,17 @@ def clean_batch(
             bad |= mask
     if not bad.any():
         return batch, y
-    bad_rows.from_batch(batch, bad, list(reasons[bad]), list(columns[bad]), path, first_row)
+    bad_rows.from_batch(batch, bad, list(reasons[bad]), list(columns[bad]), path, lines)
     keep = ~bad
     return batch.filter(pa.array(keep)), y[keep]
+
+
+def numeric_columns(pipeline: FeaturePipeline, target: TargetConfig, task: str) -> dict:
+    """Columns read as numbers whatever a file's first rows suggest (`Reader.column_types`):
+    a regression target and the columns of `numeric` builders, as float64 (text in them that
+    is not a number is a bad row, not an error of the whole file)."""
+    columns = [target.column] if task == "regression" else []
+    for b in pipeline.builders:
+        if b.kind == "numeric":
+            columns += b.columns()
+    return dict.fromkeys(columns, pa.float64())
