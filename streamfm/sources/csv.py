@@ -267,6 +267,15 @@ class CsvReader(Reader):
             column_types=types,
         )
 
+    def _declared_types(self) -> dict[str, pa.DataType]:
+        """csv.column_types, and text for the columns the consumer reads as numbers
+        (`Reader.column_types`) unless configured: pyarrow's conversion would take "0x10" for
+        16 and stop at any text, where streamfm's one rule (`streamfm.text`) decides, a value at
+        a time, under the bad-row policy."""
+        types = {name: pa.string() for name in self.column_types}
+        types.update(self._types)
+        return types
+
     def _column_types(
         self, path: str, schema: pa.Schema | None, resumed: bool
     ) -> dict[str, pa.DataType]:
@@ -276,11 +285,12 @@ class CsvReader(Reader):
         So a column keeps one type throughout a source, and a resumed read that of the file's
         start (as pyarrow's types come from the first block it reads).
         """
+        declared = self._declared_types()
         if schema is None:
             if not resumed or path == STDIN:
-                return self._types
+                return declared
             schema = self.schema(path)
-        types = dict(self._types)
+        types = dict(declared)
         for field in schema:
             # A column empty in the first block says nothing about its type.
             if field.name not in types and not pa.types.is_null(field.type):
@@ -295,7 +305,7 @@ class CsvReader(Reader):
             ro, po, co = (
                 self._read_options(),
                 self._parse_options(path, self._skipping(path)),
-                self._convert_options(None, self._types),
+                self._convert_options(None, self._declared_types()),
             )
             if path == STDIN:
                 # Peek at stdin's head, then replay it to the real reader.
