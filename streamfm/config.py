@@ -135,6 +135,12 @@ class SourceConfig(StrictModel):
         gt=0,
         description="follow: stop after this many seconds without a new file (null: never)",
     )
+    max_line_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="longest line (CSV: record) read: JSON lines and libFM lines longer are bad "
+        "rows; CSV is read in blocks at least this large",
+    )
 
     @field_validator("path")
     @classmethod

@@ -11,7 +11,9 @@ import math
 import re
 
 # The rule as a regular expression that Python's re and RE2 (Arrow's compute) both read.
-NUMBER_PATTERN = r"^\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)\s*$"
+NUMBER_PATTERN = (
+    r"^\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)\s*$"
+)
 _NUMBER = re.compile(NUMBER_PATTERN, re.IGNORECASE)
 
 

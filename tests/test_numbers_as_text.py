@@ -37,7 +37,9 @@ def test_hex_and_underscores_are_not_targets_even_alone_in_a_file(tmp_path, valu
 
 
 def test_numeric_features_and_jsonl_follow_the_same_rule(tmp_path):
-    (tmp_path / "d.csv").write_text("user,item,rating,age\nu1,i1,4,0x10\nu2,i2,5,1_000\nu3,i3,3,7\n")
+    (tmp_path / "d.csv").write_text(
+        "user,item,rating,age\nu1,i1,4,0x10\nu2,i2,5,1_000\nu3,i3,3,7\n"
+    )
     r = run(tmp_path / "d.csv", tmp_path / "out", [{"type": "numeric", "columns": ["age"]}])
     assert [q["row"] for q in quarantined(tmp_path / "out")] == [2, 3]
     assert r.summary["rows_learnt"] == 1

@@ -281,6 +281,36 @@ class Reader:
         assert self.on_bad_row is not None
         self.on_bad_row(BadRow(path, int(row), reason, clip_text(text), column))
 
+    def _line_problem(self, path: str, line: int, reason: str, text: bytes | None) -> None:
+        """A bad line found before parsing (too long, cut off): a DataError without
+        `on_bad_row`, else reported."""
+        if self.on_bad_row is None:
+            raise DataError(
+                reason, path=path, row=line, value=clip_text(text)[:200] if text else None
+            )
+        self._report(path, line, reason, text)
+
+    def _long_line(self, path: str, line: int, long: Any) -> None:
+        """A line over `source.max_line_bytes` (an `_io.LongLine`), stepped over unread."""
+        limit = self.config.max_line_bytes
+        self._line_problem(
+            path,
+            line,
+            f"the line has {long.size:,} bytes, more than source.max_line_bytes ({limit:,}); "
+            "raise it to read such lines",
+            long.head,
+        )
+
+    def _cut_off(self, path: str, line: int, text: bytes) -> None:
+        """The last line of standard input without its newline: the stream ended inside it."""
+        self._line_problem(
+            path,
+            line,
+            "standard input ended inside this line (no newline at its end): the producer "
+            "stopped while writing it",
+            text,
+        )
+
     def _pieces(
         self,
         path: str,

@@ -164,6 +164,45 @@ class _TextFilter(io.RawIOBase):
         super().close()
 
 
+class _WithheldTail(io.RawIOBase):
+    """`raw` (standard input) without its last line when that line has no newline: a stream
+    that ends inside a line ended abnormally (a producer died mid-write), so that line is kept
+    back (`cut_off`) to be reported as a bad row rather than parsed. `lines` counts the
+    newlines passed on."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self._raw = raw
+        self._held = b""
+        self._out = b""
+        self._eof = False
+        self.cut_off = b""
+        self.lines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        while not self._out and not self._eof:
+            data = self._raw.read(max(len(view), 1 << 16))
+            if not data:
+                self._eof = True
+                self.cut_off = self._held
+                break
+            data = self._held + bytes(data)
+            cut = data.rfind(b"\n") + 1
+            self._out, self._held = data[:cut], data[cut:]
+            self.lines += self._out.count(b"\n")
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        pass  # standard input is not ours to close
+
+
 def _skip(row: Any) -> str:
     return "skip"
 
@@ -189,7 +228,8 @@ class CsvReader(Reader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.block_size = CSV_BLOCK
+        # pyarrow needs a whole record in one block: blocks hold the longest line allowed.
+        self.block_size = max(CSV_BLOCK, self.config.max_line_bytes)
         self._types = _parse_types(self.config.csv.column_types)
         self._line_scan: tuple[str, RecordScanner] | None = None  # for `_data_row_lines`
 
@@ -346,10 +386,16 @@ class CsvReader(Reader):
     ) -> Iterator[Piece]:
         good = row  # good data rows of this file known to parse, for locating an error
         bad: BadRecords | None = None
+        tail: _WithheldTail | None = None
         try:
             if row == 0 and offset == 0:
                 types = self._column_types(path, schema, resumed=False)
-                source = self._input(path)
+                if path == STDIN:
+                    # A last line without its newline is not handed to pyarrow: see below.
+                    tail = _WithheldTail(stdin_stream())
+                    source = self._wrap(tail, path)
+                else:
+                    source = self._input(path)
                 if self._places_bad_records(path):
                     tee = None
                     if path == STDIN:
@@ -376,6 +422,8 @@ class CsvReader(Reader):
                     # The rows with the records pyarrow skipped reported in their place.
                     yield from bad.place(batch)
                 if batch is None:
+                    if tail is not None and tail.cut_off.strip():
+                        self._cut_off(path, tail.lines + 1, tail.cut_off)
                     return
                 good += batch.num_rows
                 if bad is None and batch.num_rows:
@@ -623,5 +671,11 @@ class CsvReader(Reader):
                 row=line,
                 column=column,
                 value=value,
+            )
+        if "straddling object" in msg:
+            return DataError(
+                f"a record is longer than the read block ({self.block_size:,} bytes) after data "
+                f"row {good}: raise source.max_line_bytes above its length",
+                path=path,
             )
         return DataError(f"cannot parse CSV: {msg}", path=path)

@@ -24,7 +24,7 @@ import pyarrow.json as pajson
 from numba import njit
 
 from streamfm.errors import DataError
-from streamfm.sources._io import count_newlines, line_blocks, open_stream, skip_bytes
+from streamfm.sources._io import LongLine, count_newlines, line_blocks, open_stream, skip_bytes
 from streamfm.sources.base import Piece, Reader, check_columns
 from streamfm.sources.discovery import STDIN
 from streamfm.text import parse_number
@@ -144,14 +144,20 @@ def _json_problem(line: bytes) -> str | None:
 
 
 def _check_lines(
-    block: Any, ends: np.ndarray
+    block: Any, ends: np.ndarray, max_line: int | None = None
 ) -> tuple[bytes, list[int], dict[int, str], dict[int, dict[str, Any]]]:
     """(block bytes, start of each non-blank line, {line index: problem} of its bad lines,
-    {line index: object} of the others)."""
+    {line index: object} of the others); lines over `max_line` bytes are bad unread."""
     data = bytes(block)
     starts = [data.rfind(b"\n", 0, e - 1) + 1 for e in ends.tolist()]
     bad, objects = {}, {}
     for k, (start, end) in enumerate(zip(starts, ends.tolist(), strict=True)):
+        if max_line is not None and end - start > max_line:
+            bad[k] = (
+                f"the line has {end - start:,} bytes, more than source.max_line_bytes "
+                f"({max_line:,}); raise it to read such lines"
+            )
+            continue
         value, problem = _parse_line(data[start:end])
         if problem is None:
             objects[k] = value
@@ -294,7 +300,10 @@ class JsonlReader(Reader):
         try:
             # The first block holding an object (blank or bad lines may fill the first ones).
             line_base = 0
-            for block in line_blocks(stream, self.block_size):
+            for block in line_blocks(stream, self.block_size, self.config.max_line_bytes):
+                if isinstance(block, LongLine):
+                    line_base += 1
+                    continue
                 schema = self._infer(block, path, line_base)
                 if schema is not None:
                     break
@@ -353,7 +362,16 @@ class JsonlReader(Reader):
             rel = 0  # lines read since `offset` (rows are numbered from there: `batch_lines`)
             pos = offset
             first = True
-            for block in line_blocks(stream, self.block_size):
+            for block in line_blocks(stream, self.block_size, self.config.max_line_bytes):
+                if isinstance(block, LongLine):  # a line too long to read
+                    if line_base is None:
+                        line_base = count_newlines(path, pos)
+                    self._long_line(path, line_base + 1, block)
+                    pos += block.size
+                    rel += 1
+                    line_base += 1
+                    yield None, pos
+                    continue
                 buf = np.frombuffer(block, dtype=np.uint8)
                 ends, lines, nlines, odd = _line_rows(buf)
                 if len(ends):
@@ -367,7 +385,12 @@ class JsonlReader(Reader):
                             check_columns(path, columns, found.names)
                     first = False
                     table = None
-                    if not odd and _deepest(buf) <= MAX_DEPTH:
+                    longest = int(np.diff(ends, prepend=0).max())  # >= the longest line
+                    if (
+                        not odd
+                        and longest <= self.config.max_line_bytes
+                        and _deepest(buf) <= MAX_DEPTH
+                    ):
                         with contextlib.suppress(pa.ArrowInvalid):
                             read = _read(block, schema)
                             read.validate(full=True)  # text that is not UTF-8: line by line
@@ -419,7 +442,7 @@ class JsonlReader(Reader):
         alone did not read: the lines that are not one JSON object each are found with Python's
         json and reported in their place (DataError without a callback); pyarrow reads the rest.
         """
-        data, starts, bad, objects = _check_lines(block, ends)
+        data, starts, bad, objects = _check_lines(block, ends, self.config.max_line_bytes)
         bad_columns: dict[int, str] = {}
         keep = [k for k in range(len(ends)) if k not in bad]
         table = None

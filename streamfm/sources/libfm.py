@@ -16,7 +16,7 @@ import pyarrow as pa
 from numba import njit
 
 from streamfm.errors import DataError
-from streamfm.sources._io import count_newlines, line_blocks, open_stream, skip_bytes
+from streamfm.sources._io import LongLine, count_newlines, line_blocks, open_stream, skip_bytes
 from streamfm.sources.base import Piece, Reader, check_columns
 
 SCHEMA = pa.schema(
@@ -29,7 +29,7 @@ SCHEMA = pa.schema(
 )
 
 # Error codes of _parse_block.
-_OK, _BAD_LABEL, _BAD_FEATURE, _BAD_QID = 0, 1, 2, 3
+_OK, _BAD_LABEL, _BAD_FEATURE, _BAD_QID, _TOO_LONG = 0, 1, 2, 3, 4
 # Bad lines _parse_block records before it returns (it is then called again on the rest).
 _MAX_BAD = 1024
 
@@ -175,8 +175,9 @@ def _parse_int(buf: np.ndarray, i: int, n: int, signed: bool) -> tuple[np.int64,
 
 
 @njit(cache=True)
-def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
-    """Parse whole libFM lines in `buf` (uint8), stepping over malformed ones.
+def _parse_block(buf: np.ndarray, max_bad: int, max_line: int) -> tuple:
+    """Parse whole libFM lines in `buf` (uint8), stepping over malformed ones (and those longer
+    than `max_line` bytes).
 
     Returns (rows, lines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val, row_lines):
     ends[r] is the byte after row r's line (its newline), row_lines[r] its 0-based line in buf. A malformed line is skipped and recorded in
@@ -212,6 +213,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
     err = _OK
     err_at = 0
     while i < n:
+        line_start = i
         while i < n and _is_blank(buf[i]):
             i += 1
         if i >= n:
@@ -283,6 +285,9 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
                 val[nnz] = v
                 nnz += 1
                 i = j2
+        if err == _OK and i - line_start > max_line:
+            err = _TOO_LONG
+            err_at = line_start
         if err != _OK:
             # Skip the line: drop its features, record where it is and why, go on after it.
             start = err_at
@@ -341,6 +346,8 @@ def _explain(code: int, token: bytes) -> str:
         return "the label is not a number"
     if code == _BAD_QID:
         return "qid must be an integer"
+    if code == _TOO_LONG:
+        return "the line is longer than source.max_line_bytes; raise it to read such lines"
     if b":" not in token:
         return "expected idx:val, missing ':'"
     index, _, value = token.partition(b":")
@@ -397,13 +404,22 @@ class LibfmReader(Reader):
             line_base: int | None = skipped if skipped >= 0 else None
             rel = 0  # lines read since `offset` (rows are numbered from there: `batch_lines`)
             pos = offset
-            for block in line_blocks(stream, self.block_size):
+            for block in line_blocks(stream, self.block_size, self.config.max_line_bytes):
+                if isinstance(block, LongLine):  # a line too long to read
+                    if line_base is None:
+                        line_base = count_newlines(path, pos)
+                    self._long_line(path, line_base + 1, block)
+                    pos += block.size
+                    rel += 1
+                    line_base += 1
+                    yield None, pos
+                    continue
                 buf = np.frombuffer(block, dtype=np.uint8)
                 at = 0  # bytes of the block parsed
                 lines = 0  # newlines in them
                 while True:
                     part = buf[at:] if at else buf
-                    parsed = _parse_block(part, max_bad)
+                    parsed = _parse_block(part, max_bad, self.config.max_line_bytes)
                     nrows, nlines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val = parsed[
                         :11
                     ]
@@ -453,6 +469,12 @@ class LibfmReader(Reader):
             token = _TOKEN.match(bytes(part[at : at + 256])).group()
             explanation = _explain(code, token)
             word = token.decode("utf-8", "replace")
+            if code == _TOO_LONG:
+                limit = self.config.max_line_bytes
+                explanation = (
+                    f"the line has {stop - start:,} bytes, more than source.max_line_bytes "
+                    f"({limit:,}); raise it to read such lines"
+                )
             if cut > done:  # the good rows before the bad line come first
                 yield batch.slice(done, cut - done), ends[done:cut] + pos, row_lines[done:cut]
                 done = cut
@@ -461,7 +483,7 @@ class LibfmReader(Reader):
             self._report(
                 path,
                 line_base + line + 1,
-                f"malformed token {word!r}: {explanation}",
+                explanation if code == _TOO_LONG else f"malformed token {word!r}: {explanation}",
                 bytes(part[start:stop]),
             )
             yield None, pos + min(stop + 1, part.size)

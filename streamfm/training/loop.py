@@ -254,6 +254,7 @@ class Trainer:
             should_stop=self._stop.is_set,
             on_idle=self._maybe_checkpoint,
             column_types=numeric_columns(self.pipeline, self.spec.target, self.spec.task),
+            learnt_sizes=run.learnt_sizes,
         )
         batches = stream.batches(run.stream)
         while True:
@@ -276,6 +277,8 @@ class Trainer:
             except DataError as exc:
                 # Nothing of this batch was learnt: the run stands before it.
                 run.stream["current"], done, run.rows_read = before
+                for path in run.stream["done"][done:]:
+                    run.learnt_sizes.pop(path, None)
                 del run.stream["done"][done:]
                 self._consistent_failure = True
                 good = getattr(exc, "batch_index", 0)
