@@ -20,7 +20,8 @@ class Position:
     """Where reading a file resumes: the row right after the batch this position came with.
 
     ``row`` counts the good data rows of this file yielded so far: rows skipped as bad (see
-    `Reader.on_bad_row`) are not counted, in any format.
+    `Reader.on_bad_row`) are not counted, in any format. It is a resume count, not the number
+    a report gives a row: that is the physical line (`BadRow.row`, `Reader.batch_lines`).
     ``offset`` is format-specific: the row-group index for Parquet, the byte offset of the next
     unread line for libFM and JSON lines. CSV resumes by counting records: past the header, past
     ``row`` good records (records of the wrong column count in between are stepped over, as
@@ -58,9 +59,11 @@ BAD_TEXT_CHARS = 1000
 class BadRow:
     """A malformed row that a reader skipped (reported to `Reader.on_bad_row`).
 
-    ``row`` is 1-based within ``path`` ("-" for standard input): the line number for libFM and
-    JSON lines, the physical line where the record starts for CSV. ``text`` is the raw line or
-    record (at most ~1000 characters), None when unknown.
+    ``row`` is 1-based within ``path`` ("-" for standard input): the physical line (header,
+    comments and blank lines counted) for libFM and JSON lines, the physical line where the
+    record starts for CSV; the same numbering as `Reader.batch_lines` gives rows a consumer
+    finds bad (bad targets, values). ``text`` is the raw line or record (at most ~1000
+    characters), None when unknown; ``column`` the column at fault, when one is.
     """
 
     path: str
@@ -173,12 +176,16 @@ class Reader:
     Parquet row-group sizes), so one reader reads any number of files, one after another.
 
     `on_bad_row` (None by default) decides what a malformed row does: None raises a DataError
-    naming the file, the line and what is wrong; a callable makes the reader skip the row, call
-    it once with a `BadRow`, and go on (batches then hold the good rows only). Malformed means:
-    libFM, a line that does not parse; CSV, a record with the wrong number of columns (a value
-    that does not convert to its column's type still raises: pyarrow cannot skip it); JSON lines,
-    a line that is not valid JSON or not an object (a value of the wrong type still raises).
-    Parquet files are structurally valid, so Parquet never reports bad rows.
+    naming the file, the line and what is wrong (after the good rows before it were yielded);
+    a callable makes the reader skip the row, call it once with a `BadRow`, and go on (batches
+    then hold the good rows only). Malformed means: libFM, a line that does not parse; CSV, a
+    record with the wrong number of columns (a value that does not convert to a type pyarrow
+    inferred still raises: declare the column's type, as training does for the columns it
+    reads as numbers, see `column_types`), or a last line of standard input without its
+    newline; JSON lines, a line that is not valid JSON, not an object, not UTF-8, nested over
+    64 levels, or holding a value that does not fit its column's type; libFM and JSON lines,
+    also a line longer than `source.max_line_bytes`. Parquet files are structurally valid, so
+    Parquet never reports bad rows.
     """
 
     format: str = ""
