@@ -131,3 +131,32 @@ def test_line_numbers_after_a_resume_in_the_middle_of_a_file(tmp_path):
         loop.Trainer.write_checkpoint = real
     train(parse_spec(spec), resume=True)
     assert quarantined(tmp_path / "out") == [(32, "rating")]
+
+
+@pytest.mark.parametrize("policy", ["skip", "quarantine"])
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_file_whose_only_row_is_bad_with_a_standardised_feature(tmp_path, policy, cache):
+    # Every row of a batch is bad: the builders get a zero-row batch, in every epoch.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("user,item,age,rating\nu1,i1,30,4\nu2,i2,31,5\n")
+    (data / "b.csv").write_text("user,item,age,rating\nu3,i3,40,\n")
+    spec = {
+        "source": {"path": str(data), "on_bad_rows": policy},
+        "target": "rating",
+        "features": [
+            {"type": "mf"},
+            {"type": "numeric", "columns": ["age"], "transform": "standardize"},
+        ],
+        "learner": {"epochs": 2},
+        "cache": {"enabled": cache},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    s = train(parse_spec(spec)).summary
+    assert (
+        s["rows_read"],
+        s["rows_learnt"],
+        s[f"rows_{policy}ped" if policy == "skip" else "rows_quarantined"],
+    ) == (3, 4, 1)
+    if policy == "quarantine":
+        assert quarantined(tmp_path / "out") == [(2, "rating")]

@@ -143,3 +143,31 @@ def test_patience_does_not_end_a_follow_run(tmp_path, constant_events):
     r = train(parse_spec(spec))
     assert r.summary["rows_learnt"] == 900 and not r.summary["stopped_early"]
     assert len(r.history) >= 3  # evaluations went on without improvement
+
+
+def test_a_failed_resumed_run_still_says_which_checkpoint_it_used(tmp_path):
+    from typer.testing import CliRunner
+
+    from streamfm.cli import app
+
+    lines = ["user,item,rating", *csv_lines(300)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    spec = {
+        "source": {"path": str(tmp_path / "d.csv"), "batch_size": 100},
+        "target": "rating",
+        "features": [{"type": "mf"}],
+        "learner": {"epochs": 1},
+        "checkpoint": {"every_rows": 100},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    train(parse_spec(spec))
+    ckpt = tmp_path / "out" / "checkpoints"
+    newest = ckpt / (ckpt / "latest").read_text()
+    (newest / "state.zip").write_bytes(b"damaged")
+    (tmp_path / "e.csv").write_text("user,item,rating\nu1,i1,\n")  # a new file that fails
+    spec["source"]["path"] = [str(tmp_path / "d.csv"), str(tmp_path / "e.csv")]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "spec.yaml"), "--resume", "-q"])
+    assert r.exit_code == 1
+    assert f"note: checkpoint {newest} is not usable" in r.output
+    assert "note: resumed from" in r.output and "e.csv, row 2" in r.output
