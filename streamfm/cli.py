@@ -46,6 +46,8 @@ def _fail(exc: BaseException, arguments: bool = False) -> None:
     """Print an error as one paragraph and exit: 2 for spec/usage errors, 1 for the rest."""
     if _state["debug"]:
         traceback.print_exception(exc)
+    for note in getattr(exc, "run_notes", []):  # e.g. which checkpoint was used or skipped
+        typer.echo(f"note: {note}", err=True)
     if isinstance(exc, StreamFMError):
         msg = str(exc)
         if arguments:  # the source is INPUT and --format, not a spec section
@@ -155,6 +157,13 @@ def train(
         typer.echo(f"interrupted: resume with  {shlex.join(again)}")
 
 
+def _ours(folder: Path) -> list[Path]:
+    """What a run left in a checkpoint folder (its lock file aside)."""
+    from streamfm.training.lock import LOCK_NAME
+
+    return [p for p in folder.iterdir() if p.name != LOCK_NAME]
+
+
 def _make_room_for_run(spec, overwrite: bool) -> None:
     """Refuse to train over a previous run's output (unless --overwrite: then remove it)."""
     out = spec.output_dir()
@@ -167,7 +176,7 @@ def _make_room_for_run(spec, overwrite: bool) -> None:
             out / spec.output.quarantine,
             spec.checkpoint_dir(),
         )
-        if path.exists() and (not path.is_dir() or any(path.iterdir()))
+        if path.exists() and (not path.is_dir() or any(_ours(path)))
     ]
     if not found:
         return
@@ -186,10 +195,20 @@ def _make_room_for_run(spec, overwrite: bool) -> None:
             path.unlink()
 
 
-def _load_pipeline_model(path: Path):
+AllowPluginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-plugin",
+        help="Let the model's spec import this 'module:Class' feature builder (or module): "
+        "plugins run code, so only for models you trust (repeatable).",
+    ),
+]
+
+
+def _load_pipeline_model(path: Path, allow_plugin: list[str] | None = None):
     from streamfm.store.trained import TrainedModel
 
-    return TrainedModel.load(path)
+    return TrainedModel.load(path, trust_plugins=allow_plugin or ())
 
 
 @app.command()
@@ -206,13 +225,14 @@ def predict(
     format: Annotated[
         str | None, typer.Option("--format", help="Input format if not inferable.")
     ] = None,
+    allow_plugin: AllowPluginOption = None,
 ) -> None:
     """Predict every row of INPUT, streaming, into a Parquet or CSV file (or stdout)."""
     _skip_numba_blas_probe()
     from streamfm.predict import write_predictions
 
     def go():
-        m = _load_pipeline_model(model)
+        m = _load_pipeline_model(model, allow_plugin)
         return write_predictions(m, m.source_config(input, format), output, keep or [])
 
     n = _run(go, arguments=True)
@@ -229,12 +249,13 @@ def evaluate(
         str | None, typer.Option("--format", help="Input format if not inferable.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    allow_plugin: AllowPluginOption = None,
 ) -> None:
     """Metrics of MODEL on INPUT (exact AUC for classification)."""
     _skip_numba_blas_probe()
 
     def go():
-        m = _load_pipeline_model(model)
+        m = _load_pipeline_model(model, allow_plugin)
         return m.evaluate(m.source_config(input, format))
 
     scores = _run(go, arguments=True)
@@ -257,12 +278,13 @@ def inspect(
         typer.Option("--group", "-g", help="Only this feature group (repeatable)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    allow_plugin: AllowPluginOption = None,
 ) -> None:
     """Describe a model: feature groups (builders) with their strongest features, sizes, the
     last run and its metric history."""
     from streamfm.inspect import describe, format_description
 
-    info = _run(lambda: describe(model, top=top, groups=group))
+    info = _run(lambda: describe(model, top=top, groups=group, trust_plugins=allow_plugin or ()))
     if as_json:
         typer.echo(json.dumps(info, indent=1, default=str))
         return
@@ -383,7 +405,7 @@ def init(
     if path.exists() and not force:
         typer.echo(f"error: {path} exists; use --force to overwrite", err=True)
         raise typer.Exit(2)
-    path.write_text(STARTER_SPEC)
+    _run(lambda: path.write_text(STARTER_SPEC))
     typer.echo(f"wrote {path}: edit source, target and features, then: streamfm train {path}")
 
 

@@ -7,15 +7,55 @@ hyper-parameters through `ModelConfig` and `LearnerConfig`.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# Seeds are mixed as unsigned 64-bit words; below 2**63 they are also valid int64 values.
+MAX_SEED = 2**63 - 1
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type accepts true/false (bool itself, Any, or a union holding them)."""
+    if annotation is bool or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_admits_bool(a) for a in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _admits_bool(typing.get_args(annotation)[0])
+    return False
+
+
+def refuse_bool_for_numbers(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """`k: true` must not mean k = 1: true/false are refused where no boolean is expected
+    (pydantic's lax mode would read them as 1 and 0)."""
+    if isinstance(value, bool) and info.field_name is not None:
+        field = model.model_fields.get(info.field_name)
+        if field is not None and not _admits_bool(field.annotation):
+            raise ValueError("must be a number, not true/false")
+    return value
 
 
 class StrictModel(BaseModel):
-    """Base of all config sections: unknown keys are errors, values are validated on assignment."""
+    """Base of all config sections: unknown keys are errors, values are validated on assignment;
+    numbers must be finite (no .inf / .nan) and true/false are not numbers."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_for_numbers(cls, value, info)
 
 
 class CsvOptions(StrictModel):
@@ -43,7 +83,9 @@ class CsvOptions(StrictModel):
     column_names: list[str] | None = Field(
         None, description="names of the columns when there is no header (or to replace it)"
     )
-    quote_char: str | None = Field('"', description="quote character; null disables quoting")
+    quote_char: str | None = Field(
+        '"', min_length=1, max_length=1, description="quote character; null disables quoting"
+    )
     null_values: list[str] = Field(
         default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"],
         description="strings read as missing",
@@ -93,6 +135,12 @@ class SourceConfig(StrictModel):
         gt=0,
         description="follow: stop after this many seconds without a new file (null: never)",
     )
+    max_line_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="longest line (CSV: record) read: JSON lines and libFM lines longer are bad "
+        "rows; CSV is read in blocks at least this large",
+    )
 
     @field_validator("path")
     @classmethod
@@ -109,7 +157,9 @@ class ModelConfig(StrictModel):
 
     k: int = Field(8, ge=0, le=4096, description="number of latent factors")
     init_std: float = Field(0.1, ge=0.0, description="std of the Gaussian initial factors")
-    seed: int = Field(0, ge=0, description="drives initialisation, shuffling: everything random")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="drives initialisation, shuffling: everything random"
+    )
 
 
 class GroupRegularization(StrictModel):

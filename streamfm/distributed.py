@@ -50,7 +50,7 @@ from streamfm.store.trained import TrainedModel
 from streamfm.training.badrows import BadRows
 from streamfm.training.evaluation import Evaluation, write_history
 from streamfm.training.loop import ProgressFn, TrainResult
-from streamfm.training.targets import clean_batch
+from streamfm.training.targets import clean_batch, numeric_columns
 
 CHECKPOINT_FORMAT = "streamfm-distributed-checkpoint"
 PARAM_ARRAYS = ("w0", "w", "V", "acc_w0", "acc_w", "acc_V")
@@ -126,7 +126,7 @@ def _bad_rows(spec: Spec) -> BadRows:
 
 
 def file_vocabulary(spec_json: dict[str, Any], path: str) -> dict[str, Any]:
-    """Task: the feature space (keys per group, in first-sight order) that one file builds."""
+    """Task: per feature group, the (ids, keys) one file's rows give (first-sight order)."""
     spec = _spec_of(spec_json)
     pipeline = FeaturePipeline.from_specs(spec.builders())
     source = open_source(spec.source.model_copy(update={"path": path, "follow": False}))
@@ -134,11 +134,14 @@ def file_vocabulary(spec_json: dict[str, Any], path: str) -> dict[str, Any]:
     if bad.policy != "fail":
         source.on_bad_row = bad.from_source
     columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
+    source.column_types = numeric_columns(pipeline, spec.target, spec.task)
     for batch, pos in source.batches(columns):
-        first = pos.row - batch.num_rows + 1
-        batch, _y = clean_batch(batch, pipeline, spec.target, spec.task, bad, pos.path, first)
+        batch, _y = clean_batch(
+            batch, pipeline, spec.target, spec.task, bad, pos.path, source.batch_lines
+        )
         pipeline.transform(batch, training=True)
-    return pipeline.space.state_dict()
+    space = pipeline.space
+    return [space.vocabulary(g) for g in range(len(space.groups))]
 
 
 def _worker_model(spec_json: dict[str, Any], features: dict[str, Any], token: str) -> TrainedModel:
@@ -174,7 +177,10 @@ def learn_share(
     config = spec.source.model_copy(update={"path": list(files), "follow": False})
     columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
     reader = SourceStream(
-        config, columns, on_bad_row=None if bad.policy == "fail" else bad.from_source
+        config,
+        columns,
+        on_bad_row=None if bad.policy == "fail" else bad.from_source,
+        column_types=numeric_columns(pipeline, spec.target, spec.task),
     )
     stream = copy_state(stream)
     progressive = MetricSet(spec.metric_names())
@@ -182,8 +188,9 @@ def learn_share(
     finished = True
     for batch, pos in reader.batches(stream):
         read += batch.num_rows
-        first = pos.row - batch.num_rows + 1
-        batch, y = clean_batch(batch, pipeline, spec.target, spec.task, bad, pos.path, first)
+        batch, y = clean_batch(
+            batch, pipeline, spec.target, spec.task, bad, pos.path, reader.batch_lines
+        )
         chunk = pipeline.transform(batch, training=False)
         if chunk.n_rows:
             progressive.update(y, learner.learn(chunk, y))
@@ -200,32 +207,34 @@ def learn_share(
         "skipped": bad.skipped,
         "metrics": progressive.state_dict(),
         "finished": finished,
-        "vocabulary": vocabulary_digest(space.state_dict()),
+        "vocabulary": vocabulary_digest(space),
     }
 
 
-def vocabulary_digest(space_state: dict[str, Any]) -> str:
+def vocabulary_digest(space) -> str:
     """sha256 of a feature space's groups, keys and ids (equal digests: equal vocabularies)."""
     import hashlib
 
     h = hashlib.sha256()
-    for g, (keys, ids) in enumerate(zip(space_state["keys"], space_state["ids"], strict=True)):
-        h.update(f"{space_state['groups'][g]}\0".encode())
-        h.update(np.asarray(ids, dtype=np.int64).tobytes())
-        h.update("\0".join(map(str, np.asarray(keys).tolist())).encode())
+    for g, name in enumerate(space.groups):
+        ids, keys = space.vocabulary(g)
+        h.update(f"{name}\0".encode())
+        h.update(ids.tobytes())
+        h.update("\0".join(map(str, keys.to_pylist())).encode())
     return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- the driver
 
 
-def merge_vocabularies(pipeline: FeaturePipeline, per_file: list[dict[str, Any]]) -> None:
-    """Give `pipeline`'s space ids for the keys of every file's space state, file by file."""
+def merge_vocabularies(
+    pipeline: FeaturePipeline, per_file: list[list[tuple[np.ndarray, pa.Array]]]
+) -> None:
+    """Give `pipeline`'s space ids for every file's keys (per group: ids, keys), file by file."""
     space = pipeline.space
-    for state in per_file:
-        for g, keys in enumerate(state["keys"]):
-            order = np.argsort(np.asarray(state["ids"][g]), kind="stable")
-            space.extend(g, pa.array(np.asarray(keys)[order].tolist()))
+    for groups in per_file:
+        for g, (ids, keys) in enumerate(groups):
+            space.extend(g, keys.take(pa.array(np.argsort(ids, kind="stable"))))
 
 
 def combine_learners(base: dict[str, Any], results: list[tuple[int, dict[str, Any]]]) -> dict:
@@ -346,8 +355,8 @@ class DistributedTrainer:
         self._start = time.perf_counter()
         if not (self.resume and self._restore()):
             self._collect_vocabulary()
-        features = self.model.pipeline.state_dict()
-        token = vocabulary_digest(features["space"])
+        features = copy_state(self.model.pipeline.state_dict())
+        token = vocabulary_digest(self.model.pipeline.space)
         self.vocabularies.add(token)
         run = self.run
         if run["shares"] is None:

@@ -57,3 +57,8 @@ class DivergenceError(StreamFMError, FloatingPointError):
 
 class CheckpointError(StreamFMError):
     """A checkpoint or saved model cannot be written or read."""
+
+
+class OutputError(StreamFMError):
+    """A file streamfm writes (quarantine, metrics, lock) cannot be written; the message names
+    the file and the cause."""

@@ -69,14 +69,13 @@ def group_tables(pipeline, params) -> list[tuple[str, pa.Table]]:
         keys = [str(i) for i in ids]
         return [("features", _table(ids, keys, keys, params, k))]
     space = pipeline.space
-    state = space.state_dict()
     out = []
     for g, (name, builder) in enumerate(zip(space.groups, pipeline.builders, strict=True)):
         base, size = space.reserved[g]
         fixed = np.arange(base, base + size, dtype=np.int64)
         fixed = fixed[fixed < n]
-        keyed = np.asarray(state["ids"][g], dtype=np.int64)
-        raw = np.asarray(state["keys"][g]).tolist()
+        keyed, raw_keys = space.vocabulary(g)
+        raw = raw_keys.to_pylist()
         keep = keyed < n
         ids = np.concatenate([fixed, keyed[keep]])
         keys = [builder.reserved_name(int(i - base)) for i in fixed]

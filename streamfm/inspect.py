@@ -3,6 +3,7 @@ JSON with --json)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,18 @@ def short(name: str, width: int = NAME_WIDTH) -> str:
     return name[: (keep + 1) // 2] + "…" + name[len(name) - keep // 2 :]
 
 
-def describe(path: str | Path, top: int = 10, groups: list[str] | None = None) -> dict[str, Any]:
+def describe(
+    path: str | Path,
+    top: int = 10,
+    groups: list[str] | None = None,
+    *,
+    trust_plugins: Iterable[str] = (),
+) -> dict[str, Any]:
     """Sizes, spec, metric history and, per feature group (builder), its features and the
-    strongest ones (largest |w| and largest |v|) of a model file. `groups`: only these."""
+    strongest ones (largest |w| and largest |v|) of a model file. `groups`: only these;
+    `trust_plugins`: as for `load_model`."""
     meta, _state = read_model_file(path)
-    model = load_model(path)
+    model = load_model(path, trust_plugins=trust_plugins)
     info: dict[str, Any] = {
         "path": str(path),
         "kind": meta["kind"],

@@ -315,15 +315,123 @@ def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:
     return None if a == b else (path, a, b)
 
 
+# A spec is a few hundred values; anchors and aliases may repeat parts of it, but a spec that
+# expands to more than this many values is refused (a few hundred bytes of nested aliases can
+# stand for gigabytes: a "billion laughs" document).
+MAX_SPEC_VALUES = 100_000
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader; `_check_nodes` runs on its node graph before construction."""
+
+
+def _decode_spec(raw: bytes, path: Path) -> str:
+    """The spec's text: UTF-8 (a BOM is allowed), or UTF-16/32 with a BOM."""
+    import codecs
+
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if raw.startswith(bom):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise SpecError(
+                    f"{path}: not valid {encoding.upper()} text at byte {exc.start}; save the "
+                    "spec as UTF-8"
+                ) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            f"{path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+            f"{exc.start}); save the spec as UTF-8"
+        ) from None
+
+
+def _check_nodes(root: yaml.Node, path: Path) -> None:
+    """SpecError for a duplicate key in a mapping, an alias inside its own anchor, or a
+    document that expands to more than MAX_SPEC_VALUES values."""
+    size: dict[int, int] = {}  # expanded size of each node done
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            total = 1 + sum(size[id(c)] for c in _children(node))
+            if total > MAX_SPEC_VALUES:
+                raise SpecError(
+                    f"{path}: the spec expands to more than {MAX_SPEC_VALUES:,} values through "
+                    "its anchors and aliases (&name / *name); write it out plainly"
+                )
+            size[key] = total
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise SpecError(
+                f"{path}: line {node.start_mark.line + 1}: an anchor refers to itself through "
+                "an alias (a recursive structure); a spec must be a finite tree"
+            )
+        if isinstance(node, yaml.MappingNode):
+            _check_duplicate_keys(node, path)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_duplicate_keys(node: yaml.MappingNode, path: Path) -> None:
+    seen: dict[tuple[str, str], int] = {}
+    for key_node, _value in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+            continue
+        ident = (key_node.tag, key_node.value)
+        line = key_node.start_mark.line + 1
+        if ident in seen:
+            raise SpecError(
+                f"{path}: line {line}: key '{key_node.value}' appears twice in the same mapping "
+                f"(first on line {seen[ident]}); keep one"
+            )
+        seen[ident] = line
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """The YAML document of a spec, checked by `_check_nodes` before it is built."""
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        _check_nodes(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> Spec:
     """Read spec.yaml, apply `--set` overrides, validate."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
+    text = _decode_spec(raw, path)
     try:
-        data = yaml.safe_load(text) or {}
+        data = _parse_yaml(text, path) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

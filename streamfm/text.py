@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import re
 
-_NUMBER = re.compile(
-    r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)\s*", re.IGNORECASE
+# The rule as a regular expression that Python's re and RE2 (Arrow's compute) both read.
+NUMBER_PATTERN = (
+    r"^\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)\s*$"
 )
+_NUMBER = re.compile(NUMBER_PATTERN, re.IGNORECASE)
 
 
 def parse_number(text: str | None) -> float | None:

@@ -155,7 +155,7 @@ def csv_spec(path: Path, out: Path, policy: str) -> dict:
 
 def test_bad_rows_fail_names_file_row_column_value(tmp_path):
     (tmp_path / "d.csv").write_text(BAD_CSV)
-    with pytest.raises(DataError, match=r"d.csv, row 2, column 'rating': the target is missing"):
+    with pytest.raises(DataError, match=r"d.csv, row 3, column 'rating': the target is missing"):
         train(parse_spec(csv_spec(tmp_path / "d.csv", tmp_path / "out", "fail")))
 
 
@@ -176,7 +176,8 @@ def test_bad_rows_quarantine_writes_them_with_the_reason(tmp_path):
     r = train(parse_spec(csv_spec(tmp_path / "d.csv", tmp_path / "out", "quarantine")))
     assert r.summary["rows_quarantined"] == 3 and r.summary["rows_learnt"] == 2
     recs = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
-    assert [(x["row"], x["column"]) for x in recs] == [(2, "rating"), (3, "age"), (4, "rating")]
+    # Physical lines of the file, header counted.
+    assert [(x["row"], x["column"]) for x in recs] == [(3, "rating"), (4, "age"), (5, "rating")]
     assert recs[1]["reason"].endswith("not a number") and recs[1]["values"]["age"] == "abc"
     assert recs[2]["value"] == "oops"
 
@@ -196,7 +197,7 @@ def test_missing_classification_labels_are_bad_rows_other_labels_a_spec_error(tm
     # A third class is not a bad row to skip: task classification is binary.
     (tmp_path / "c.csv").write_text("user,item,label\nu1,i1,1\nu2,i2,2\nu3,i3,0\n")
     spec["output"]["dir"] = str(tmp_path / "out2")
-    with pytest.raises(SpecError, match="label 2 .*c.csv, row 2"):
+    with pytest.raises(SpecError, match="label 2 .*c.csv, row 3"):
         train(parse_spec(spec))
 
 

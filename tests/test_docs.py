@@ -208,7 +208,8 @@ def test_the_model_file_layout_is_what_the_docs_say(tmp_path):
         "acc_w.npy": "acc_w.npy",
         "features/space/id_group.npy": "features/space/id_group.npy",
         "features/space/ids/<g>.npy": "features/space/ids/0.npy",
-        "features/space/keys/<g>.npy": "features/space/keys/0.npy",
+        "features/space/keys/<g>/bytes.npy": "features/space/keys/0/bytes.npy",
+        "features/space/keys/<g>/offsets.npy": "features/space/keys/0/offsets.npy",
         "ovr/<c>/params/w.npy": "ovr/0/params/w.npy",
         "scaling/x_scale.npy": "scaling/x_scale.npy",
     }

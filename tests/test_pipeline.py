@@ -196,7 +196,7 @@ def test_classification_with_positive_values(data, tmp_path):
 def test_bad_labels_and_targets_name_file_and_row(data, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item,hour,dow,rating\na,b,1,2,3.0\na,c,1,2,\n")
-    with pytest.raises(DataError, match=r"bad.csv, row 2, column 'rating': the target is missing"):
+    with pytest.raises(DataError, match=r"bad.csv, row 3, column 'rating': the target is missing"):
         train(make_spec(data, tmp_path, source={"path": str(bad)}))
     with pytest.raises(DataError, match="target column 'stars' is not in the data|stars"):
         train(make_spec(data, tmp_path, target="stars"))
@@ -211,7 +211,7 @@ def test_classification_of_more_than_two_classes_says_it_is_binary(data, tmp_pat
         train(spec)
     text = tmp_path / "text.csv"
     text.write_text("user,item,hour,dow,rating\na,b,1,2,true\na,c,1,2,false\na,c,1,2,good\n")
-    with pytest.raises(SpecError, match=r"label 'good' \(.*text.csv, row 3\).*target.positive"):
+    with pytest.raises(SpecError, match=r"label 'good' \(.*text.csv, row 4\).*target.positive"):
         train(make_spec(data, tmp_path, task="classification", source={"path": str(text)}))
     # true / false as text are labels, and target.positive picks one class against the rest
     text.write_text("user,item,hour,dow,rating\na,b,1,2,true\na,c,1,2,False\n")

@@ -374,15 +374,20 @@ def test_jsonl_without_callback_raises(tmp_path):
     assert e.value.row == 41
 
 
-def test_jsonl_wrong_type_is_not_skipped(tmp_path):
-    # A valid object whose value does not fit the column's type: still an error.
+def test_jsonl_wrong_type_is_a_bad_row(tmp_path):
+    # A valid object whose value does not fit the column's type: a bad row naming the column
+    # (an error without a callback), not an error of the whole file.
     p = tmp_path / "d.jsonl"
     p.write_text('{"id": 1}\n[1]\n{"id": "x"}\n')
     src = source(p)
-    src.on_bad_row = [].append
     with pytest.raises(DataError) as e:
         list(src.batches())
-    assert (e.value.row, e.value.column) == (3, "id")
+    assert (e.value.row, e.value.column) == (2, None)  # the array line comes first
+    reported = []
+    src.on_bad_row = reported.append
+    rows = [r for batch, _ in src.batches() for r in batch.column("id").to_pylist()]
+    assert rows == [1]
+    assert [(b.row, b.column) for b in reported] == [(2, None), (3, "id")]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "libfm", "jsonl"])

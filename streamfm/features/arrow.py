@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamfm.errors import DataError, MissingInputError
+from streamfm.text import NUMBER_PATTERN
 
 
 def column(batch: pa.RecordBatch, name: str, builder: str) -> pa.Array:
@@ -51,6 +52,12 @@ def as_string_keys(col: pa.Array) -> pa.Array:
 def as_float(col: pa.Array, name: str, builder: str) -> np.ndarray:
     """Column values as float64 with NaN for nulls; a DataError for text that is not a number."""
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        # streamfm.text's rule decides what text is a number (Arrow's cast alone would differ).
+        spelled = pc.match_substring_regex(col, NUMBER_PATTERN, ignore_case=True)
+        if not pc.all(pc.or_kleene(spelled, pc.is_null(col)), min_count=0).as_py():
+            raise DataError(
+                f"feature builder '{builder}': column '{name}' holds text that is not a number"
+            )
         try:
             col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
         except pa.ArrowInvalid as exc:

@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from streamfm.config import refuse_bool_for_numbers
 
 
 @dataclass
@@ -55,12 +57,18 @@ class Block:
 
 
 class BuilderParams(BaseModel):
-    """Base of every builder's parameter model: unknown keys are errors."""
+    """Base of every builder's parameter model: unknown keys are errors, numbers are finite and
+    true/false are not numbers (as in the spec's own sections)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    reg_linear: float | None = None
-    reg_factors: float | None = None
+    reg_linear: float | None = Field(None, ge=0.0, description="L2 on this group's linear weights")
+    reg_factors: float | None = Field(None, ge=0.0, description="L2 on this group's factors")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_for_numbers(cls, value, info)
 
 
 class FeatureBuilder:

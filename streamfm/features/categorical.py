@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
+from streamfm.config import MAX_SEED
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 from streamfm.features.keyindex import key_hashes
@@ -24,7 +25,7 @@ MISSING_KEY = "\x00missing"
 class CategoricalParams(BuilderParams):
     columns: list[str] = Field(min_length=1, description="one column, or several to cross")
     hash_bits: int | None = Field(None, ge=1, le=30, description="hash into 2**hash_bits ids")
-    hash_seed: int = Field(0, ge=0)
+    hash_seed: int = Field(0, ge=0, le=MAX_SEED)
     missing: Literal["ignore", "category"] = Field(
         "ignore", description="a missing value gives no feature, or its own category"
     )

@@ -103,7 +103,7 @@ class JoinBuilder(FeatureBuilder):
                 f"feature builder '{self.name}': the side table is empty", path=str(p.table.path)
             )
         idx = self.rows.lookup(pa.concat_arrays(keys), grow=True)
-        if len(self.rows.keys) != len(idx):
+        if len(self.rows) != len(idx):
             raise DataError(
                 f"feature builder '{self.name}': the side table's key column '{key_col}' has repeated "
                 "or missing values; each key must name one row",
@@ -117,7 +117,7 @@ class JoinBuilder(FeatureBuilder):
             self._load_table()
         indptr, ids, values = self._table
         return {
-            "rows": list(self.rows.keys),
+            "rows": self.rows.state(),
             "nested": self.nested.state_dict(),
             "indptr": indptr.copy(),
             "ids": ids.copy(),
@@ -125,7 +125,7 @@ class JoinBuilder(FeatureBuilder):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rows = Vocabulary(state["rows"])
+        self.rows = Vocabulary.from_state(state["rows"])
         self.nested.load_state_dict(state["nested"])
         self._table = (
             np.asarray(state["indptr"]),

@@ -1,9 +1,11 @@
 """KeyIndex: an exact map from keys (strings or integers) to ids, looked up per row in numba.
 
-Each key is hashed twice (two independent 64-bit hashes over the Arrow buffers: no Python object
-per row or per distinct key); the open-addressing table matches on *both* hashes, so two keys are
-confused only if 128 bits collide (about n²/2^129: never, in practice). Integer and string keys
-hash in different domains, so 3 and "3" are different keys.
+Keys are stored in flat arrays (UTF-8 bytes with offsets, or int64 values) and hashed over the
+Arrow buffers: no Python object per row or per distinct key. The open-addressing table holds the
+number of each key (its ordinal, int32); a probe matches a slot by comparing the key itself, so
+no two keys are ever confused. New keys of one batch are told apart by two independent 64-bit
+hashes (a confusion needs a 128-bit collision). Integer and string keys are of different kinds,
+so 3 and "3" are different keys; hashes (`key_hashes`, also used by hashed features) are pinned.
 """
 
 from __future__ import annotations
@@ -51,32 +53,60 @@ def _hash_ints(values, h1, h2):
 
 
 @njit(cache=True, nogil=True)
-def _lookup(t1, t2, tv, h1, h2, valid, out):
-    """out[i] = id of key i, -1 if unknown, -2 if null."""
-    mask = np.uint64(t1.shape[0] - 1)
+def _lookup_str(table, offsets, data, p_offsets, p_data, h1, valid, out):
+    """out[i] = ordinal of probe key i (text p_data[p_offsets[i]:p_offsets[i+1]]), -1 if not
+    stored, -2 if null. Stored key o is data[offsets[o]:offsets[o+1]]."""
+    mask = np.uint64(table.shape[0] - 1)
+    for i in range(h1.shape[0]):
+        if not valid[i]:
+            out[i] = -2
+            continue
+        a = p_offsets[i]
+        length = p_offsets[i + 1] - a
+        s = h1[i] & mask
+        out[i] = -1
+        while table[s] != _EMPTY:
+            o = table[s]
+            b = offsets[o]
+            if offsets[o + 1] - b == length:
+                same = True
+                for j in range(length):
+                    if data[b + j] != p_data[a + j]:
+                        same = False
+                        break
+                if same:
+                    out[i] = o
+                    break
+            s = (s + np.uint64(1)) & mask
+
+
+@njit(cache=True, nogil=True)
+def _lookup_int(table, values, p_values, h1, valid, out):
+    """As `_lookup_str` for integer keys."""
+    mask = np.uint64(table.shape[0] - 1)
     for i in range(h1.shape[0]):
         if not valid[i]:
             out[i] = -2
             continue
         s = h1[i] & mask
         out[i] = -1
-        while tv[s] != -1:
-            if t1[s] == h1[i] and t2[s] == h2[i]:
-                out[i] = tv[s]
+        while table[s] != _EMPTY:
+            o = table[s]
+            if values[o] == p_values[i]:
+                out[i] = o
                 break
             s = (s + np.uint64(1)) & mask
 
 
 @njit(cache=True, nogil=True)
-def _insert(t1, t2, tv, h1, h2, ids):
-    mask = np.uint64(t1.shape[0] - 1)
+def _insert(table, h1, first):
+    """Put ordinals first, first+1, ... (keys hashed h1[0], h1[1], ...) in the table."""
+    mask = np.uint64(table.shape[0] - 1)
     for i in range(h1.shape[0]):
         s = h1[i] & mask
-        while tv[s] != -1:
+        while table[s] != _EMPTY:
             s = (s + np.uint64(1)) & mask
-        t1[s] = h1[i]
-        t2[s] = h2[i]
-        tv[s] = ids[i]
+        table[s] = first + i
 
 
 @njit(cache=True, nogil=True)
@@ -143,6 +173,29 @@ def key_hashes(keys: pa.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return h1, h2, valid
 
 
+def _probe_parts(keys: pa.Array) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """("int", int64 values, None) or ("str", int64 offsets, uint8 bytes) of probe keys (views
+    of the Arrow buffers where possible), as `key_hashes` reads them."""
+    t = keys.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return (
+            "int",
+            pc.fill_null(pc.cast(keys, pa.int64()), 0).to_numpy(zero_copy_only=False),
+            None,
+        )
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)):
+        keys = pc.cast(keys, pa.string())
+        t = keys.type
+    _validity, offsets_buf, data_buf = keys.buffers()
+    width = np.int64 if pa.types.is_large_string(t) else np.int32
+    n = len(keys)
+    offsets = np.frombuffer(offsets_buf, dtype=width)[keys.offset : keys.offset + n + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    return "str", offsets.astype(np.int64), data
+
+
 class Lookup(NamedTuple):
     """Result of KeyIndex.lookup: per-key ids (-1 unknown, -2 null), the first row of each
     distinct unknown key in order of first appearance, per-row number of its unknown key (or -1),
@@ -155,57 +208,165 @@ class Lookup(NamedTuple):
     h2: np.ndarray
 
 
+def grow_attribute(owner: Any, name: str, rows: int) -> np.ndarray:
+    """Make the array `owner.<name>` hold at least `rows` rows (first axis), content kept.
+
+    Capacity grows by a quarter at a time: unused capacity is resident memory, and growing
+    copies (the old and the new array are alive together for a moment), so growth is kept
+    small rather than rare (copying costs O(rows) in all, like a doubling's, only 4x more).
+    """
+    array = getattr(owner, name)
+    have = array.shape[0]
+    if rows <= have:
+        return array
+    cap = max(rows, have + have // 4, 64)
+    out = np.zeros((cap, *array.shape[1:]), dtype=array.dtype)
+    out[:have] = array
+    setattr(owner, name, out)
+    return out
+
+
+# Keys hashed at a time when the table is rebuilt (bounds the temporary hash arrays).
+_REHASH_BLOCK = 1 << 20
+
+
 class KeyIndex:
-    """Keys -> ids (non-negative ints chosen by the caller); keeps the keys for names and state."""
+    """Keys -> ids (non-negative ints below 2**31 chosen by the caller); keeps the keys for
+    names and state.
+
+    Everything lives in flat numpy arrays, in order of insertion (the key's *ordinal*): the
+    keys (int64 values, or UTF-8 bytes with int64 offsets) and their ids (int32); the table
+    holds ordinals (int32, load <= 1/2). No Python object per key: ~20 bytes per string key
+    plus its text, and 8 to 16 bytes of table. An index holds integer keys or text keys, fixed
+    by the first keys added; keys of any other type are stored as their text (as hashed).
+    """
 
     def __init__(self) -> None:
-        self.t1 = np.zeros(64, dtype=np.uint64)
-        self.t2 = np.zeros(64, dtype=np.uint64)
-        self.tv = np.full(64, _EMPTY, dtype=np.int64)
-        self.keys: list[Any] = []
-        self.ids: list[int] = []
+        self.key_type: str | None = None  # "int" or "str", set by the first keys added
+        self._n = 0
+        self._table = np.full(64, _EMPTY, dtype=np.int32)
+        self._ids = np.zeros(0, dtype=np.int32)
+        self._values = np.zeros(0, dtype=np.int64)  # int keys
+        self._bytes = np.zeros(0, dtype=np.uint8)  # str keys: UTF-8 text ...
+        self._offsets = np.zeros(
+            1, dtype=np.int64
+        )  # ... key o is _bytes[_offsets[o]:_offsets[o+1]]
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return self._n
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The id of every key, in insertion order (a view: copy to keep it)."""
+        return self._ids[: self._n]
+
+    @property
+    def keys(self) -> list[Any]:
+        """Every key as a Python object, in insertion order (a list: for small indexes)."""
+        return self.key_array().to_pylist()
+
+    def key(self, ordinal: int) -> Any:
+        """The key inserted as number `ordinal` (0-based)."""
+        if not 0 <= ordinal < self._n:
+            raise IndexError(f"key number {ordinal} of {self._n}")
+        if self.key_type == "int":
+            return int(self._values[ordinal])
+        a, b = self._offsets[ordinal], self._offsets[ordinal + 1]
+        return self._bytes[a:b].tobytes().decode("utf-8", "replace")
+
+    def key_array(self) -> pa.Array:
+        """The keys as an Arrow array (int64, or large_string over the index's own bytes)."""
+        n = self._n
+        if self.key_type == "int":
+            return pa.array(self._values[:n])
+        if self.key_type is None:
+            return pa.array([], pa.string())
+        return pa.Array.from_buffers(
+            pa.large_string(),
+            n,
+            [None, pa.py_buffer(self._offsets[: n + 1]), pa.py_buffer(self._bytes)],
+        )
+
+    def _ordinals(self, keys: pa.Array, h1: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        out = np.empty(len(h1), dtype=np.int64)
+        kind, a, b = _probe_parts(keys)
+        if self._n == 0 or kind != self.key_type:
+            out[:] = np.where(valid, -1, -2)  # nothing of this kind is stored
+        elif kind == "int":
+            _lookup_int(self._table, self._values, a, h1, valid, out)
+        else:
+            _lookup_str(self._table, self._offsets, self._bytes, a, b, h1, valid, out)
+        return out
 
     def lookup(self, keys: pa.Array | np.ndarray) -> Lookup:
         """Look every key up (see Lookup)."""
+        if isinstance(keys, np.ndarray):
+            keys = pa.array(keys)
+        if isinstance(keys, pa.ChunkedArray):
+            keys = keys.combine_chunks()
         h1, h2, valid = key_hashes(keys)
-        out = np.empty(len(h1), dtype=np.int64)
-        _lookup(self.t1, self.t2, self.tv, h1, h2, valid, out)
+        out = self._ordinals(keys, h1, valid)
         if (out == -1).any():
             first, label = _distinct_new(h1, h2, out)
         else:
             first, label = np.zeros(0, dtype=np.int64), np.full(len(h1), -1, dtype=np.int64)
-        return Lookup(out, first, label, h1, h2)
+        ids = out.copy()
+        found = out >= 0
+        ids[found] = self._ids[out[found]]
+        return Lookup(ids, first, label, h1, h2)
 
     def add(self, keys: pa.Array | np.ndarray, found: Lookup, ids: np.ndarray) -> np.ndarray:
         """Insert the unknown keys of `found` (a lookup of `keys`) with `ids` (one per distinct
         unknown key, in found.first order); returns every key's id."""
         rows = found.first
         ids = np.asarray(ids, dtype=np.int64)
-        self._grow(len(self.keys) + len(rows))
-        _insert(self.t1, self.t2, self.tv, found.h1[rows], found.h2[rows], ids)
-        taken = keys.take(pa.array(rows)) if isinstance(keys, pa.Array) else keys[rows]
-        self.keys.extend(taken.to_pylist() if isinstance(taken, pa.Array) else taken.tolist())
-        self.ids.extend(ids.tolist())
+        if len(ids) != len(rows):
+            raise ValueError(f"{len(rows)} new keys but {len(ids)} ids")
+        if len(rows):
+            if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
+                raise ValueError("key ids must lie in [0, 2**31)")
+            if isinstance(keys, np.ndarray):
+                keys = pa.array(keys)
+            if isinstance(keys, pa.ChunkedArray):
+                keys = keys.combine_chunks()
+            self._append(keys.take(pa.array(rows)), found.h1[rows], ids)
         out = found.ids.copy()
         miss = found.label >= 0
         out[miss] = ids[found.label[miss]]
         return out
 
-    def _grow(self, n: int) -> None:
-        if 2 * n <= len(self.tv):
+    def _append(self, new: pa.Array, h1: np.ndarray, ids: np.ndarray) -> None:
+        """Store keys `new` (distinct, not stored yet, no nulls) with their first hashes and ids."""
+        kind, a, b = _probe_parts(new)
+        if self.key_type is None:
+            self.key_type = kind
+        elif kind != self.key_type:
+            raise ValueError(
+                f"keys of type {new.type} added to an index of {self.key_type} keys: a builder "
+                "must emit either integer keys or text keys"
+            )
+        n, m = self._n, len(new)
+        if kind == "int":
+            grow_attribute(self, "_values", n + m)[n : n + m] = a
+        else:
+            used = int(self._offsets[n])
+            size = int(a[-1] - a[0])
+            grow_attribute(self, "_bytes", used + size)[used : used + size] = b[a[0] : a[-1]]
+            grow_attribute(self, "_offsets", n + m + 1)[n + 1 : n + m + 1] = a[1:] - a[0] + used
+        grow_attribute(self, "_ids", n + m)[n : n + m] = ids
+        self._n = n + m
+        if 2 * self._n <= len(self._table):
+            _insert(self._table, h1, n)
             return
-        cap = len(self.tv)
-        while 2 * n > cap:
+        cap = len(self._table)
+        while 2 * self._n > cap:
             cap *= 2
-        used = self.tv != _EMPTY
-        h1, h2, v = self.t1[used], self.t2[used], self.tv[used]
-        self.t1 = np.zeros(cap, dtype=np.uint64)
-        self.t2 = np.zeros(cap, dtype=np.uint64)
-        self.tv = np.full(cap, _EMPTY, dtype=np.int64)
-        _insert(self.t1, self.t2, self.tv, h1, h2, v)
+        self._table = None  # free the old table before the new one is made
+        self._table = np.full(cap, _EMPTY, dtype=np.int32)
+        stored = self.key_array()
+        for start in range(0, self._n, _REHASH_BLOCK):
+            part = stored.slice(start, _REHASH_BLOCK)
+            _insert(self._table, key_hashes(part)[0], start)
 
     def lookup_or_add(self, keys: pa.Array, next_id: int, grow: bool = True) -> np.ndarray:
         """Ids of `keys` (-1 for nulls, and for unknown keys when not growing); with `grow`,
@@ -218,11 +379,70 @@ class KeyIndex:
         )
         return np.where(out < 0, -1, out)
 
+    # --- state
+    def key_state(self) -> dict[str, Any]:
+        """The keys as arrays (views: write them out before the index changes): {"type": "int",
+        "values": int64} or {"type": "str", "bytes": uint8 UTF-8 text, "offsets": int64 (n+1)}."""
+        n = self._n
+        if self.key_type == "int":
+            return {"type": "int", "values": self._values[:n]}
+        return {
+            "type": "str",
+            "bytes": self._bytes[: int(self._offsets[n])],
+            "offsets": self._offsets[: n + 1],
+        }
+
     @classmethod
-    def from_keys(cls, keys: list[Any], ids: list[int]) -> KeyIndex:
-        """Rebuild an index from saved keys and ids."""
+    def from_key_state(cls, state: Any, ids: np.ndarray | list[int] | None = None) -> KeyIndex:
+        """An index of the keys `key_state` returned (or, from older files, a list or array of
+        keys) with their `ids` (default: 0, 1, ...); ValueError when they do not fit together
+        (ids and keys of other lengths, a key twice or missing, text that is not UTF-8)."""
+        if isinstance(state, dict) and state.get("type") == "int":
+            keys: pa.Array = pa.array(np.asarray(state["values"]).astype(np.int64, copy=False))
+        elif isinstance(state, dict) and state.get("type") == "str":
+            offsets = np.asarray(state["offsets"])
+            data = np.asarray(state["bytes"])
+            if offsets.dtype.kind not in "iu" or data.dtype != np.uint8:
+                raise ValueError("key offsets must be integers and key text bytes")
+            offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+            if (
+                offsets.ndim != 1
+                or len(offsets) < 1
+                or offsets[0] != 0
+                or (np.diff(offsets) < 0).any()
+                or offsets[-1] != data.size
+            ):
+                raise ValueError("key offsets do not describe the key text")
+            keys = pa.Array.from_buffers(
+                pa.large_string(),
+                len(offsets) - 1,
+                [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data))],
+            )
+            try:
+                keys.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise ValueError(f"key text is not UTF-8 ({exc})") from None
+        else:
+            raw = state.tolist() if isinstance(state, np.ndarray) else list(state)
+            try:
+                keys = pa.array(raw) if raw else pa.array([], pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise ValueError(f"keys of mixed or unknown types ({exc})") from None
+        n = len(keys)
+        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
+        if ids.shape != (n,) or (n and ids.dtype.kind not in "iu"):
+            raise ValueError(f"{n} keys but ids of shape {ids.shape} ({ids.dtype})")
         index = cls()
-        if keys:
-            arr = pa.array(keys)
-            index.add(arr, index.lookup(arr), np.asarray(ids, dtype=np.int64))
+        if n:
+            if keys.null_count:
+                raise ValueError("a saved key is missing (null)")
+            found = index.lookup(keys)
+            if len(found.first) != n:
+                raise ValueError("a saved key appears twice")
+            index.add(keys, found, ids.astype(np.int64))
         return index
+
+    @classmethod
+    def from_keys(cls, keys: list[Any] | pa.Array, ids: np.ndarray | list[int]) -> KeyIndex:
+        """Rebuild an index from saved keys and ids."""
+        return cls.from_key_state(keys.to_pylist() if isinstance(keys, pa.Array) else keys, ids)

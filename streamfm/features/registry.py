@@ -2,11 +2,19 @@
 
 A type is a built-in name, the name of an installed entry point of group "streamfm.features", a
 preset (`mf`, which stands for several builders), or "module.path:ClassName".
+
+"module.path:ClassName" imports that module, which runs its code. A spec the user wrote may do
+so; a spec stored in a model file must not (a crafted model file would run any module):
+while a model is loaded (`trusted_plugins`), only built-in and entry-point builders are
+imported, and a "module:Class" type only when its loader named it.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -65,9 +73,34 @@ def available_builders() -> dict[str, str]:
     return found
 
 
+# None: any "module:Class" may be imported (a spec file); else the ones named (a model file).
+_TRUSTED_PLUGINS: ContextVar[frozenset[str] | None] = ContextVar("trusted_plugins", default=None)
+
+
+@contextmanager
+def trusted_plugins(names: Iterable[str]) -> Iterator[None]:
+    """Within the block, a "module:Class" builder type is imported only if `names` holds it
+    or its module: how model files are loaded (built-in and entry-point builders always load)."""
+    token = _TRUSTED_PLUGINS.set(frozenset(str(n) for n in names))
+    try:
+        yield
+    finally:
+        _TRUSTED_PLUGINS.reset(token)
+
+
 def resolve_builder(kind: str) -> type[FeatureBuilder]:
-    """The builder class for a spec's `type`: a built-in or entry-point name, or 'module:Class'."""
-    target = available_builders().get(kind, kind if ":" in kind else None)
+    """The builder class for a spec's `type`: a built-in or entry-point name, or 'module:Class'
+    (refused inside `trusted_plugins` unless named there)."""
+    target = available_builders().get(kind)
+    if target is None and ":" in kind:
+        trusted = _TRUSTED_PLUGINS.get()
+        if trusted is not None and kind not in trusted and kind.partition(":")[0] not in trusted:
+            raise SpecError(
+                f"feature builder type {kind!r} is not a registered builder: loading it would "
+                f"import the module {kind.partition(':')[0]!r} and run its code. If you trust "
+                f"it, allow it: --allow-plugin {kind} (Python: trust_plugins=[{kind!r}])"
+            )
+        target = kind
     if target is None:
         raise SpecError(
             f"unknown feature builder type {kind!r}; available: {sorted(available_builders())}, "

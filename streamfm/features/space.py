@@ -15,7 +15,7 @@ import pyarrow as pa
 from streamfm.csr import MAX_FEATURE_ID, CSRChunk
 from streamfm.errors import DataError
 from streamfm.features.base import Block
-from streamfm.features.keyindex import KeyIndex
+from streamfm.features.keyindex import KeyIndex, grow_attribute
 
 # Id given to keys never seen in training when predicting: the prediction kernel ignores ids at or
 # beyond the number of seen features, so such non-zeros contribute nothing.
@@ -49,16 +49,18 @@ class FeatureSpace:
         if base + n > MAX_FEATURE_ID:
             raise DataError(f"more than {MAX_FEATURE_ID} features: use hashed features")
         self.n_ids += n
-        if self.n_ids > len(self.id_group):
-            grown = np.zeros(max(self.n_ids, 2 * len(self.id_group), 64), dtype=np.int32)
-            grown[: len(self.id_group)] = self.id_group
-            self.id_group = grown
+        grow_attribute(self, "id_group", self.n_ids)
         self.id_group[base : base + n] = group
         return base
 
     def vocabulary_size(self, group: int) -> int:
         """Number of keys seen for `group`."""
         return len(self._index[group])
+
+    def vocabulary(self, group: int) -> tuple[np.ndarray, pa.Array]:
+        """(ids int64, keys) of `group`'s keys in the order they were given ids."""
+        index = self._index[group]
+        return np.asarray(index.ids, dtype=np.int64), index.key_array()
 
     # --- mapping
     def to_chunk(self, blocks: list[Block], groups: list[int], *, training: bool) -> CSRChunk:
@@ -144,51 +146,75 @@ class FeatureSpace:
             name = builders[g].reserved_name(fid - base) if builders else str(fid - base)
             return self.groups[g], name
         index = self._index[g]
-        key = index.keys[int(np.searchsorted(np.asarray(index.ids), fid))]
+        key = index.key(int(np.searchsorted(index.ids, fid)))
         return self.groups[g], builders[g].key_name(key) if builders else str(key)
 
     # --- state
     def state_dict(self) -> dict[str, Any]:
-        """Groups, reserved ranges, the group of every id, and per group its keys (int or str
-        arrays) with their ids, in allocation order."""
-        key_types, keys, ids = [], [], []
-        for index in self._index:
-            k = index.keys
-            is_int = bool(k) and all(isinstance(v, int) for v in k)
-            key_types.append("int" if is_int else "str")
-            ids.append(np.asarray(index.ids, dtype=np.int64))
-            keys.append(
-                np.asarray(k, dtype=np.int64)
-                if is_int
-                else np.asarray([str(v) for v in k], dtype=str)
-            )
+        """Groups, reserved ranges, the group of every id, and per group its keys
+        (`KeyIndex.key_state`: int64 values, or UTF-8 bytes and offsets) with their ids, in
+        allocation order. Arrays are views of the live ones (write them out, or copy them,
+        before the space changes): a state of millions of keys is never copied to be saved."""
         return {
             "n_ids": self.n_ids,
             "groups": list(self.groups),
             "reserved": [list(r) for r in self.reserved],
-            "key_types": key_types,
-            "id_group": self.id_group[: self.n_ids].copy(),
-            "ids": ids,
-            "keys": keys,
+            "id_group": self.id_group[: self.n_ids],
+            "ids": [index.ids for index in self._index],
+            "keys": [index.key_state() for index in self._index],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned (in place: holders of this space see the change)."""
-        self.groups = list(state["groups"])
-        self.reserved = [(int(b), int(n)) for b, n in state["reserved"]]
-        self.n_ids = int(state["n_ids"])
-        self.id_group = np.asarray(state["id_group"], dtype=np.int32).copy()
-        self._index = []
-        for kind, raw_ids, raw_keys in zip(
-            state["key_types"], state["ids"], state["keys"], strict=True
-        ):
-            ids = np.asarray(raw_ids).tolist()
-            keys = (
-                [int(k) for k in np.asarray(raw_keys).tolist()]
-                if kind == "int"
-                else [str(k) for k in np.asarray(raw_keys).tolist()]
-            )
-            self._index.append(KeyIndex.from_keys(keys, ids))
+        """Restore what `state_dict` returned (in place: holders of this space see the change).
+
+        The state is checked first (it may come from a damaged or crafted file): ValueError
+        unless every id belongs to exactly one group, reserved or keyed, and every group's
+        keys are distinct and as many as its ids."""
+        groups = [str(g) for g in state["groups"]]
+        n_ids = int(state["n_ids"])
+        reserved = [(int(b), int(n)) for b, n in state["reserved"]]
+        id_group = np.asarray(state["id_group"])
+        if not 0 <= n_ids <= MAX_FEATURE_ID or len(reserved) != len(groups):
+            raise ValueError(f"{n_ids} features in {len(groups)} groups: not a feature space")
+        if id_group.shape != (n_ids,) or (n_ids and id_group.dtype.kind not in "iu"):
+            raise ValueError(f"id_group has shape {id_group.shape}, expected ({n_ids},)")
+        if n_ids and (id_group.min() < 0 or id_group.max() >= len(groups)):
+            raise ValueError("id_group names groups that do not exist")
+        raw_ids, raw_keys = list(state["ids"]), list(state["keys"])
+        old_types = state.get("key_types")  # files written before the keys were arrays
+        if len(raw_ids) != len(groups) or len(raw_keys) != len(groups):
+            raise ValueError("keys or ids are missing for some feature groups")
+        indexes = []
+        total = 0
+        for g, (base, size) in enumerate(reserved):
+            if (
+                base < 0
+                or size < 0
+                or base + size > n_ids
+                or (id_group[base : base + size] != g).any()
+            ):
+                raise ValueError(f"the reserved ids of group {groups[g]!r} are not its own")
+            ids = np.asarray(raw_ids[g])
+            if ids.ndim != 1 or (len(ids) and ids.dtype.kind not in "iu"):
+                raise ValueError(f"the ids of group {groups[g]!r} are not integers")
+            if len(ids) and (
+                ids[0] < 0
+                or ids[-1] >= n_ids
+                or (np.diff(ids) <= 0).any()
+                or (id_group[ids] != g).any()
+            ):
+                raise ValueError(f"the ids of group {groups[g]!r} are not ids of that group")
+            keys = raw_keys[g]
+            if old_types is not None:
+                keys = np.asarray(keys).tolist()
+                keys = [int(k) for k in keys] if old_types[g] == "int" else [str(k) for k in keys]
+            indexes.append(KeyIndex.from_key_state(keys, ids))
+            total += size + len(ids)
+        if total != n_ids:
+            raise ValueError(f"{total} ids belong to groups, but the space has {n_ids}")
+        self.groups, self.reserved, self.n_ids = groups, reserved, n_ids
+        self.id_group = id_group.astype(np.int32)
+        self._index = indexes
 
 
 def _merge(blocks: list[Block], mapped: list[np.ndarray], n_rows: int) -> CSRChunk:

@@ -2,9 +2,10 @@
 
     y(x) = w0 + Σ_i w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j
 
-Arrays grow by capacity doubling as new feature ids appear. Ids in [0, n_features) are "seen";
-rows beyond that are pre-initialised capacity. A feature's initial factors depend only on
-(seed, feature id), so growth history never changes a model.
+Arrays grow as new feature ids appear, by a quarter of their size at a time (capacity is
+resident memory, and a growth holds an array twice for a moment: one array at a time). Ids in
+[0, n_features) are "seen"; rows beyond that are pre-initialised capacity. A feature's initial
+factors depend only on (seed, feature id), so growth history never changes a model.
 """
 
 from __future__ import annotations
@@ -12,11 +13,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from streamfm.rng import normal_by_id
 
 PARAM_DTYPE = np.float32
 MIN_CAPACITY = 64
+
+
+@njit(cache=True, nogil=True)
+def _finite_and_above(values: np.ndarray, low: float, strict: bool) -> bool:
+    """Whether every value is finite and > low (strict) or >= low (no temporary arrays)."""
+    i = 0
+    n = values.shape[0]
+    while i < n:
+        x = values[i]
+        if not np.isfinite(x) or x < low or (strict and x == low):
+            break
+        i += 1
+    return i == n
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of a float array is finite (no NaN, no inf)."""
+    return bool(_finite_and_above(np.ascontiguousarray(array).reshape(-1), -np.inf, False))
 
 
 class FMParams:
@@ -46,14 +66,41 @@ class FMParams:
         """Initial parameters, no feature seen, `capacity` rows allocated."""
         self.n_features = 0
         self.w0 = np.zeros(1, dtype=PARAM_DTYPE)
-        self.w = np.zeros(0, dtype=PARAM_DTYPE)
-        self.V = np.zeros((0, self.k), dtype=PARAM_DTYPE)
-        self.group = np.zeros(0, dtype=np.int32)
         # Plain SGD keeps empty accumulators: the kernels take the same arrays either way.
         self.acc_w0 = np.full(1, self.adagrad_init if self.adagrad else 0.0, dtype=PARAM_DTYPE)
-        self.acc_w = np.zeros(0, dtype=PARAM_DTYPE)
-        self.acc_V = np.zeros((0, self.k), dtype=PARAM_DTYPE)
-        self._grow_to(capacity)
+        self.w = None
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        """Grow every array to `capacity` rows, the new rows initialised (w 0, V by id, group 0,
+        accumulators adagrad_init), one array at a time: only one old array is alive beside
+        its new one."""
+        old_rows = 0 if getattr(self, "w", None) is None else self.w.shape[0]
+        if capacity <= old_rows:
+            return
+        acc = self.adagrad
+        for name, shape, fill in (
+            ("V", (self.k,), None),
+            ("w", (), 0.0),
+            ("group", (), 0),
+            ("acc_V", (self.k,), self.adagrad_init if acc else None),
+            ("acc_w", (), self.adagrad_init if acc else None),
+        ):
+            if name.startswith("acc") and not acc:
+                setattr(self, name, np.zeros((0, *shape), dtype=PARAM_DTYPE))
+                continue
+            old = getattr(self, name, None)
+            new = np.empty((capacity, *shape), dtype=np.int32 if name == "group" else PARAM_DTYPE)
+            if old is not None and old_rows:
+                new[:old_rows] = old[:old_rows]
+            if fill is None:
+                ids = np.arange(old_rows, capacity, dtype=np.int64)
+                self._initial_factors_into(ids, new[old_rows:])
+            else:
+                new[old_rows:] = fill
+            setattr(self, name, None)
+            del old
+            setattr(self, name, new)
 
     @property
     def capacity(self) -> int:
@@ -64,48 +111,29 @@ class FMParams:
         """Initial V rows for feature `ids`: N(0, init_std²), a function of (seed, id) only."""
         ids = np.asarray(ids)
         out = np.empty((len(ids), self.k), dtype=PARAM_DTYPE)
+        self._initial_factors_into(ids, out)
+        return out
+
+    def _initial_factors_into(self, ids: np.ndarray, out: np.ndarray) -> None:
         # In blocks: the hashing makes several float64/uint64 temporaries per value.
         block = max(1, (1 << 20) // max(self.k, 1))
         for start in range(0, len(ids), block):
             part = ids[start : start + block]
             out[start : start + len(part)] = self.init_std * normal_by_id(self.seed, part, self.k)
-        return out
-
-    def _grow_to(self, capacity: int) -> None:
-        old = self.capacity
-        if capacity <= old:
-            return
-        new_ids = np.arange(old, capacity, dtype=np.int64)
-        self.w = np.concatenate([self.w, np.zeros(capacity - old, dtype=PARAM_DTYPE)])
-        V = np.empty((capacity, self.k), dtype=PARAM_DTYPE)
-        V[:old] = self.V
-        V[old:] = self.initial_factors(new_ids)
-        self.V = V
-        self.group = np.concatenate([self.group, np.zeros(capacity - old, dtype=np.int32)])
-        if self.adagrad:
-            fill = self.adagrad_init
-            self.acc_w = np.concatenate([self.acc_w, np.full(capacity - old, fill, PARAM_DTYPE)])
-            self.acc_V = np.concatenate(
-                [self.acc_V, np.full((capacity - old, self.k), fill, PARAM_DTYPE)]
-            )
 
     def ensure_features(self, n_features: int) -> None:
-        """Make ids [0, n_features) usable: grow capacity (doubling) and mark them seen."""
+        """Make ids [0, n_features) usable: grow capacity (by quarters) and mark them seen."""
         if n_features > self.capacity:
             cap = self.capacity
             while cap < n_features:
-                cap *= 2
-            self._grow_to(cap)
+                cap = max(cap + cap // 4, MIN_CAPACITY)
+            self._allocate(cap)
         self.n_features = max(self.n_features, int(n_features))
 
     def all_finite(self) -> bool:
         """True when w0, w and V of the seen features are all finite."""
         n = self.n_features
-        return bool(
-            np.isfinite(self.w0).all()
-            and np.isfinite(self.w[:n]).all()
-            and np.isfinite(self.V[:n]).all()
-        )
+        return all_finite(self.w0) and all_finite(self.w[:n]) and all_finite(self.V[:n])
 
     def state_dict(self) -> dict[str, Any]:
         """The seen part of every array (views of the live arrays: copy to keep them) and
@@ -123,22 +151,57 @@ class FMParams:
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned; capacity beyond it is initialised by id as usual.
+        """Restore what `state_dict` returned; ValueError if the arrays do not fit these
+        parameters (k, optimiser state) or are not what `state_dict` writes: float32 values
+        (int32 groups, >= 0) of the right shapes, all finite (accumulators > 0).
 
-        ValueError if the arrays do not fit these parameters (k, optimiser state)."""
-        V = np.asarray(state["V"])
-        n = int(state["n_features"])
-        if V.shape != (n, self.k):
-            raise ValueError(f"V has shape {V.shape}, expected ({n}, {self.k})")
+        Arrays that are not views of others (as read from a file, or copied) are adopted as
+        they are (capacity = the saved rows), so that loading does not hold the parameters
+        twice."""
+        n = state["n_features"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n_features must be a non-negative integer, got {n!r}")
         if self.adagrad != ("acc_w" in state):
             raise ValueError("the saved parameters were learnt with another optimiser")
-        self._reset(max(n, MIN_CAPACITY))
+        names = ["w0", "w", "V", "group"] + (["acc_w0", "acc_w", "acc_V"] if self.adagrad else [])
+        shapes = {"w0": (1,), "acc_w0": (1,), "w": (n,), "acc_w": (n,), "group": (n,)}
+        checked = {}
+        for name in names:
+            arr = state[name]
+            if not isinstance(arr, np.ndarray):
+                raise ValueError(f"{name} is not an array")
+            want = shapes.get(name, (n, self.k))
+            if arr.shape != want:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {want}")
+            if name == "group":
+                if arr.dtype.kind not in "iu" or (n and int(arr.min()) < 0):
+                    raise ValueError(f"group must hold non-negative integers, not {arr.dtype}")
+            elif arr.dtype != PARAM_DTYPE:
+                raise ValueError(f"{name} has dtype {arr.dtype}, expected float32")
+            elif not all_finite(arr):
+                raise ValueError(f"{name} holds NaN or infinite values")
+            elif name.startswith("acc") and not _finite_and_above(
+                np.ascontiguousarray(arr).reshape(-1), 0.0, True
+            ):
+                raise ValueError(f"{name} holds values <= 0 (AdaGrad accumulators are positive)")
+            checked[name] = arr
+        self.n_features = 0
+        self.w0 = checked["w0"].copy()
+        self.acc_w0 = (
+            checked["acc_w0"].copy() if self.adagrad else np.full(1, 0.0, dtype=PARAM_DTYPE)
+        )
+        for name in ("w", "V", "group", "acc_w", "acc_V"):
+            setattr(self, name, None)
+        for name in ("w", "V", "group", "acc_w", "acc_V"):
+            if name not in checked:
+                setattr(self, name, np.empty((0, self.k) if name == "acc_V" else 0, PARAM_DTYPE))
+                continue
+            arr = checked[name]
+            dtype = np.int32 if name == "group" else PARAM_DTYPE
+            own = arr.base is None and arr.flags.owndata and arr.flags.writeable
+            if own and arr.flags.c_contiguous and arr.dtype == dtype:
+                setattr(self, name, arr)
+            else:
+                setattr(self, name, np.ascontiguousarray(arr, dtype=dtype).copy())
         self.n_features = n
-        self.w0[:] = state["w0"]
-        self.w[:n] = state["w"]
-        self.V[:n] = V
-        self.group[:n] = state["group"]
-        if self.adagrad:
-            self.acc_w0[:] = state["acc_w0"]
-            self.acc_w[:n] = state["acc_w"]
-            self.acc_V[:n] = state["acc_V"]
+        self._allocate(MIN_CAPACITY)  # capacity beyond the saved rows: initialised by id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -172,11 +173,25 @@ def count_newlines(path: str, end: int) -> int:
     return lines
 
 
-def line_blocks(stream: Any, block_size: int = DEFAULT_BLOCK) -> Iterator[memoryview]:
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the limit `line_blocks` was given, stepped over unread: its length
+    in bytes (with its newline), its first bytes, and whether the stream ended inside it."""
+
+    size: int
+    head: bytes
+    ended: bool
+
+
+def line_blocks(
+    stream: Any, block_size: int = DEFAULT_BLOCK, max_line: int | None = None
+) -> Iterator[memoryview | LongLine]:
     """Read `stream` in blocks of whole lines (cut after the last newline; the rest is carried).
 
-    A line longer than `block_size` grows the block until it ends; the last block may lack a
-    final newline. Blocks are memoryviews so that cutting them copies nothing.
+    A line longer than `block_size` grows the block until it ends; one longer than `max_line`
+    bytes is not kept: a `LongLine` stands for it, in its place (memory stays below about
+    block_size + max_line). The last block may lack a final newline. Blocks are memoryviews so
+    that cutting them copies nothing.
     """
     carry = b""
     while True:
@@ -190,6 +205,25 @@ def line_blocks(stream: Any, block_size: int = DEFAULT_BLOCK) -> Iterator[memory
         cut = data.rfind(b"\n")
         if cut < 0:
             carry = data
+            if max_line is not None and len(carry) > max_line:
+                long, carry = _step_over_long_line(stream, carry, block_size)
+                yield long
             continue
         carry = data[cut + 1 :]
         yield memoryview(data)[: cut + 1]
+        if max_line is not None and len(carry) > max_line:
+            long, carry = _step_over_long_line(stream, carry, block_size)
+            yield long
+
+
+def _step_over_long_line(stream: Any, start: bytes, block_size: int) -> tuple[LongLine, bytes]:
+    """(the LongLine `start` begins, the bytes read after its newline)."""
+    size = len(start)
+    while True:
+        data = stream.read(block_size)
+        if not data:
+            return LongLine(size, bytes(start[:200]), True), b""
+        cut = data.find(b"\n")
+        if cut >= 0:
+            return LongLine(size + cut + 1, bytes(start[:200]), False), bytes(data[cut + 1 :])
+        size += len(data)

@@ -23,6 +23,7 @@ from streamfm.errors import DataError
 
 # Records for "as many as there are".
 _ALL = 1 << 62
+_NO_LINES = np.zeros(0, dtype=np.int64)
 # The scanner's state: see `_csv_scan`.
 _INQ, _FSTART, _NONEMPTY, _AFTER_CR, _LINES, _DELIMS, _REC_LINE, _LAST_FIELDS, _LAST_LINE = range(9)
 
@@ -37,6 +38,7 @@ def _csv_scan(
     delim: int,
     quote: int,
     state: np.ndarray,
+    good_lines: np.ndarray,
 ) -> tuple:
     """Step over records of buf[start:] the way pyarrow splits them, until `need` good ones
     (records of `expected` fields; every record when expected < 0) have passed or, with
@@ -46,9 +48,12 @@ def _csv_scan(
     literal quote; CR, LF and CRLF end records outside quotes; empty lines hold no record. `state`
     carries across blocks: [in_quote (0 no, 1 yes, 2 quote seen inside), at_field_start,
     record_has_bytes, after_cr, physical lines, delimiters in the record, line where the record
-    starts, fields of the last record ended, its first line]. Returns (good records stepped
-    over, index after the last one or buf.size, whether it stopped after a bad record).
+    starts, fields of the last record ended, its first line]. When `good_lines` is not empty,
+    the first line of the i-th good record stepped over goes to good_lines[i] (it must have
+    room for them all). Returns (good records stepped over, index after the last one or
+    buf.size, whether it stopped after a bad record).
     """
+    record = good_lines.shape[0] > 0
     n = buf.size
     i = start
     done = 0
@@ -89,6 +94,8 @@ def _csv_scan(
                 state[8] = rec_line
                 delims = 0
                 if expected < 0 or state[7] == expected:
+                    if record:
+                        good_lines[done] = rec_line
                     done += 1
                 elif stop_bad:
                     bad = True
@@ -146,6 +153,13 @@ class RecordScanner:
         self._i = 0
         self.good = 0  # good data records stepped over
         self.expected = -1  # fields of a good record (-1: not known yet)
+        # With `record_lines()`: the first line (0-based, in the bytes scanned) of every good
+        # data record stepped over since, in order.
+        self.good_lines: list[np.ndarray] | None = None
+
+    def record_lines(self) -> None:
+        """From now on, keep the first line of every good data record stepped over."""
+        self.good_lines = []
 
     @property
     def lines(self) -> int:
@@ -180,13 +194,22 @@ class RecordScanner:
                     st[_DELIMS] = 0
                     if expected < 0 or st[_LAST_FIELDS] == expected:
                         got += 1
+                        if self.good_lines is not None and expected >= 0:
+                            self.good_lines.append(np.array([st[_REC_LINE]], dtype=np.int64))
                     elif stop_bad:
                         return got, True
                 return got, False
             at = self._i
+            out = _NO_LINES
+            if self.good_lines is not None and expected >= 0:
+                rest = self._buf[at:]
+                room = np.count_nonzero(rest == 10) + np.count_nonzero(rest == 13) + 1
+                out = np.empty(min(room, need - got), dtype=np.int64)
             done, self._i, bad = _csv_scan(
-                self._buf, at, need - got, expected, stop_bad, self._delim, self._quote, st
+                self._buf, at, need - got, expected, stop_bad, self._delim, self._quote, st, out
             )
+            if len(out):
+                self.good_lines.append(out[:done])
             if capture is not None:
                 capture += self._data[at : self._i]
             got += done
@@ -215,6 +238,8 @@ class RecordScanner:
                 return False
             if not header:
                 self.good += 1
+                if self.good_lines is not None:
+                    self.good_lines.append(np.array([self.state[_LAST_LINE]], dtype=np.int64))
         self.expected = names if names is not None else int(self.state[_LAST_FIELDS])
         return True
 
@@ -331,6 +356,28 @@ class BadRecords:
         self._scanner: RecordScanner | None = None
         self._report = report
         self._tee = tee
+        self._lines: list[np.ndarray] = []  # standard input: lines of good rows not yet placed
+
+    def _take_lines(self, n: int) -> np.ndarray | None:
+        """0-based lines (from the stream's start) of the next `n` good rows placed (standard
+        input only: a file is scanned again when a line is asked for)."""
+        if self._tee is None:
+            return None
+        sc = self._scan()
+        if sc.good_lines is None:
+            return None
+        if sc.good_lines:
+            self._lines.extend(sc.good_lines)
+            sc.good_lines.clear()
+        have = np.concatenate(self._lines) if self._lines else np.zeros(0, np.int64)
+        if len(have) < n:
+            raise DataError(
+                "cannot number the rows read: the reader's scan of the records disagrees with "
+                "pyarrow's",
+                path=self.path,
+            )
+        self._lines = [have[n:]]
+        return have[:n] + self._line_offset
 
     def close(self) -> None:
         """Close the file the scanner reads (not a Tee's copy)."""
@@ -389,7 +436,7 @@ class BadRecords:
                 )
             cut = before - self._base
             if cut > at:
-                yield batch.slice(at, cut - at), None
+                yield batch.slice(at, cut - at), None, self._take_lines(cut - at)
                 at = cut
                 self._trail = 0
             self._found.popleft()
@@ -400,6 +447,6 @@ class BadRecords:
             )
             yield None, self._trail
         if batch is not None and at < n:
-            yield (batch if at == 0 else batch.slice(at)), None
+            yield (batch if at == 0 else batch.slice(at)), None, self._take_lines(n - at)
             self._trail = 0
         self._base += n

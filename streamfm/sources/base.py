@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from streamfm.config import SourceConfig
@@ -19,7 +20,8 @@ class Position:
     """Where reading a file resumes: the row right after the batch this position came with.
 
     ``row`` counts the good data rows of this file yielded so far: rows skipped as bad (see
-    `Reader.on_bad_row`) are not counted, in any format.
+    `Reader.on_bad_row`) are not counted, in any format. It is a resume count, not the number
+    a report gives a row: that is the physical line (`BadRow.row`, `Reader.batch_lines`).
     ``offset`` is format-specific: the row-group index for Parquet, the byte offset of the next
     unread line for libFM and JSON lines. CSV resumes by counting records: past the header, past
     ``row`` good records (records of the wrong column count in between are stepped over, as
@@ -57,9 +59,11 @@ BAD_TEXT_CHARS = 1000
 class BadRow:
     """A malformed row that a reader skipped (reported to `Reader.on_bad_row`).
 
-    ``row`` is 1-based within ``path`` ("-" for standard input): the line number for libFM and
-    JSON lines, the physical line where the record starts for CSV. ``text`` is the raw line or
-    record (at most ~1000 characters), None when unknown.
+    ``row`` is 1-based within ``path`` ("-" for standard input): the physical line (header,
+    comments and blank lines counted) for libFM and JSON lines, the physical line where the
+    record starts for CSV; the same numbering as `Reader.batch_lines` gives rows a consumer
+    finds bad (bad targets, values). ``text`` is the raw line or record (at most ~1000
+    characters), None when unknown; ``column`` the column at fault, when one is.
     """
 
     path: str
@@ -106,39 +110,62 @@ def _concat(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
 
 
-# (batch, per-row resume offsets or None), or (None, resume offset) after skipped bad rows.
-Piece = tuple[pa.RecordBatch | None, Any]
+# (batch, per-row resume offsets or None[, per-row line numbers]), or (None, resume offset)
+# after skipped bad rows. Line numbers are 0-based physical lines counted from where the read
+# started (`Reader.batch_lines` makes them 1-based lines of the file).
+Piece = tuple[Any, ...]
 
 
-def rebatch(pieces: Iterable[Piece], size: int) -> Iterator[tuple[pa.RecordBatch, int | None]]:
+def rebatch(
+    pieces: Iterable[Piece], size: int
+) -> Iterator[tuple[pa.RecordBatch, int | None, np.ndarray | None]]:
     """Cut and join pieces into batches of exactly `size` rows (the last one may be shorter).
 
-    Each piece carries, per row, the resume offset after that row (an int array) or None; each
-    output batch comes with the resume offset after its last row (None when pieces carry none).
-    A piece (None, offset) says that bad rows were skipped (and reported) right after the rows
-    before it: rows still held then resume after them, at `offset`.
+    Each piece carries, per row, the resume offset after that row (an int array) or None, and
+    optionally the row's line number; each output batch comes with the resume offset after its
+    last row (None when pieces carry none) and its rows' line numbers (None unless every piece
+    carried them). A piece (None, offset) says that bad rows were skipped (and reported) right
+    after the rows before it: rows still held then resume after them, at `offset`. When the
+    pieces raise a DataError (a bad row without `on_bad_row`), the rows held come out before it
+    is raised.
     """
     held: list[pa.RecordBatch] = []
+    held_lines: list[np.ndarray | None] = []
     held_rows = 0
     end: int | None = None
-    for batch, ends in pieces:
-        if batch is None:
-            if held_rows:
-                end = int(ends)
-            continue
-        n = batch.num_rows
-        at = 0
-        while at < n:
-            take = min(size - held_rows, n - at)
-            held.append(batch if take == n else batch.slice(at, take))
-            held_rows += take
-            at += take
-            end = int(ends[at - 1]) if ends is not None else None
-            if held_rows == size:
-                yield _concat(held), end
-                held, held_rows = [], 0
+
+    def joined() -> tuple[pa.RecordBatch, int | None, np.ndarray | None]:
+        lines = None if any(x is None for x in held_lines) else np.concatenate(held_lines)
+        return _concat(held), end, lines
+
+    try:
+        for piece in pieces:
+            batch, ends = piece[0], piece[1]
+            if batch is None:
+                if held_rows:
+                    end = int(ends)
+                continue
+            lines = piece[2] if len(piece) > 2 else None
+            n = batch.num_rows
+            at = 0
+            while at < n:
+                take = min(size - held_rows, n - at)
+                held.append(batch if take == n else batch.slice(at, take))
+                held_lines.append(None if lines is None else lines[at : at + take])
+                held_rows += take
+                at += take
+                end = int(ends[at - 1]) if ends is not None else None
+                if held_rows == size:
+                    yield joined()
+                    held, held_lines, held_rows = [], [], 0
+    except DataError:
+        # A bad row stops the read: the good rows before it still come out first, so that a
+        # run can keep them (standard input cannot be read again).
+        if held_rows:
+            yield joined()
+        raise
     if held_rows:
-        yield _concat(held), end
+        yield joined()
 
 
 class Reader:
@@ -150,12 +177,16 @@ class Reader:
     Parquet row-group sizes), so one reader reads any number of files, one after another.
 
     `on_bad_row` (None by default) decides what a malformed row does: None raises a DataError
-    naming the file, the line and what is wrong; a callable makes the reader skip the row, call
-    it once with a `BadRow`, and go on (batches then hold the good rows only). Malformed means:
-    libFM, a line that does not parse; CSV, a record with the wrong number of columns (a value
-    that does not convert to its column's type still raises: pyarrow cannot skip it); JSON lines,
-    a line that is not valid JSON or not an object (a value of the wrong type still raises).
-    Parquet files are structurally valid, so Parquet never reports bad rows.
+    naming the file, the line and what is wrong (after the good rows before it were yielded);
+    a callable makes the reader skip the row, call it once with a `BadRow`, and go on (batches
+    then hold the good rows only). Malformed means: libFM, a line that does not parse; CSV, a
+    record with the wrong number of columns (a value that does not convert to a type pyarrow
+    inferred still raises: declare the column's type, as training does for the columns it
+    reads as numbers, see `column_types`), or a last line of standard input without its
+    newline; JSON lines, a line that is not valid JSON, not an object, not UTF-8, nested over
+    64 levels, or holding a value that does not fit its column's type; libFM and JSON lines,
+    also a line longer than `source.max_line_bytes`. Parquet files are structurally valid, so
+    Parquet never reports bad rows.
     """
 
     format: str = ""
@@ -167,6 +198,14 @@ class Reader:
         # Bytes per read for text formats; tests shrink it to exercise block boundaries.
         self.block_size: int = DEFAULT_BLOCK
         self._schema: tuple[str, pa.Schema] | None = None  # (path, its schema), the last asked
+        # Types of columns the consumer reads as such whatever the file holds (e.g. the target
+        # as float64), for formats whose types are inferred from the data (JSON lines).
+        self.column_types: dict[str, pa.DataType] = {}
+        # (path, data rows of the file before it, its rows' line numbers or None) of the batch
+        # yielded last, and what `batch_lines` needs to number them.
+        self._batch: tuple[str, int, np.ndarray | None] = ("", 0, None)
+        self._read_start: tuple[str, int, int] = ("", 0, 0)
+        self._line_base: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size})"
@@ -190,9 +229,35 @@ class Reader:
         """
         cols = _normalize_columns(columns)
         offset, row = self._start(path, start)
-        for batch, end in rebatch(self._pieces(path, cols, offset, row, schema), self.batch_size):
+        self._line_base = None
+        self._read_start = (path, offset, row)
+        pieces = self._pieces(path, cols, offset, row, schema)
+        for batch, end, lines in rebatch(pieces, self.batch_size):
+            self._batch = (path, row, lines)
             row += batch.num_rows
             yield batch, Position(path, self._resume_offset(path, row, end), row)
+
+    def batch_lines(self, rows: np.ndarray) -> np.ndarray:
+        """Where rows `rows` (0-based indices) of the batch `read` yielded last are in their
+        file: the 1-based physical line (header and blank lines counted; for CSV the line where
+        the record starts) for text formats, the 1-based row number for Parquet. Meant for the
+        rows a report names (it may read the file again)."""
+        path, first, lines = self._batch
+        rows = np.asarray(rows, dtype=np.int64)
+        if lines is None:
+            return self._data_row_lines(path, first + rows)
+        if self._line_base is None:
+            self._line_base = self._lines_before(*self._read_start)
+        return lines[rows] + self._line_base + 1
+
+    def _data_row_lines(self, path: str, rows: np.ndarray) -> np.ndarray:
+        """1-based lines (or row numbers) of the good data rows `rows` (0-based, counted in
+        the whole file) when the pieces carried none: the row number (Parquet) by default."""
+        return rows + 1
+
+    def _lines_before(self, path: str, offset: int, row: int) -> int:
+        """Physical lines of `path` before the read that started at (offset, row)."""
+        return 0
 
     def schema(self, path: str) -> pa.Schema:
         """Arrow schema of the file `path` (read from its head)."""
@@ -223,6 +288,36 @@ class Reader:
         """Hand one skipped row to `on_bad_row`."""
         assert self.on_bad_row is not None
         self.on_bad_row(BadRow(path, int(row), reason, clip_text(text), column))
+
+    def _line_problem(self, path: str, line: int, reason: str, text: bytes | None) -> None:
+        """A bad line found before parsing (too long, cut off): a DataError without
+        `on_bad_row`, else reported."""
+        if self.on_bad_row is None:
+            raise DataError(
+                reason, path=path, row=line, value=clip_text(text)[:200] if text else None
+            )
+        self._report(path, line, reason, text)
+
+    def _long_line(self, path: str, line: int, long: Any) -> None:
+        """A line over `source.max_line_bytes` (an `_io.LongLine`), stepped over unread."""
+        limit = self.config.max_line_bytes
+        self._line_problem(
+            path,
+            line,
+            f"the line has {long.size:,} bytes, more than source.max_line_bytes ({limit:,}); "
+            "raise it to read such lines",
+            long.head,
+        )
+
+    def _cut_off(self, path: str, line: int, text: bytes) -> None:
+        """The last line of standard input without its newline: the stream ended inside it."""
+        self._line_problem(
+            path,
+            line,
+            "standard input ended inside this line (no newline at its end): the producer "
+            "stopped while writing it",
+            text,
+        )
 
     def _pieces(
         self,

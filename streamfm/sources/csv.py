@@ -164,6 +164,45 @@ class _TextFilter(io.RawIOBase):
         super().close()
 
 
+class _WithheldTail(io.RawIOBase):
+    """`raw` (standard input) without its last line when that line has no newline: a stream
+    that ends inside a line ended abnormally (a producer died mid-write), so that line is kept
+    back (`cut_off`) to be reported as a bad row rather than parsed. `lines` counts the
+    newlines passed on."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self._raw = raw
+        self._held = b""
+        self._out = b""
+        self._eof = False
+        self.cut_off = b""
+        self.lines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        while not self._out and not self._eof:
+            data = self._raw.read(max(len(view), 1 << 16))
+            if not data:
+                self._eof = True
+                self.cut_off = self._held
+                break
+            data = self._held + bytes(data)
+            cut = data.rfind(b"\n") + 1
+            self._out, self._held = data[:cut], data[cut:]
+            self.lines += self._out.count(b"\n")
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        pass  # standard input is not ours to close
+
+
 def _skip(row: Any) -> str:
     return "skip"
 
@@ -189,8 +228,10 @@ class CsvReader(Reader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.block_size = CSV_BLOCK
+        # pyarrow needs a whole record in one block: blocks hold the longest line allowed.
+        self.block_size = max(CSV_BLOCK, self.config.max_line_bytes)
         self._types = _parse_types(self.config.csv.column_types)
+        self._line_scan: tuple[str, RecordScanner] | None = None  # for `_data_row_lines`
 
     # -- options ----------------------------------------------------------------------------------
 
@@ -250,11 +291,11 @@ class CsvReader(Reader):
             invalid_row_handler=handler,
         )
 
-    def _skipping(self) -> Callable[[Any], str] | None:
+    def _skipping(self, path: str) -> Callable[[Any], str] | None:
         """An invalid_row_handler for reads that only look (schema, column names): with
         `on_bad_row` set, bad records are skipped silently there (reported when the data is read).
         """
-        return _skip if self.on_bad_row is not None else None
+        return _skip if self._places_bad_records(path) else None
 
     def _convert_options(
         self, columns: list[str] | None, types: dict[str, pa.DataType]
@@ -266,6 +307,15 @@ class CsvReader(Reader):
             column_types=types,
         )
 
+    def _declared_types(self) -> dict[str, pa.DataType]:
+        """csv.column_types, and text for the columns the consumer reads as numbers
+        (`Reader.column_types`) unless configured: pyarrow's conversion would take "0x10" for
+        16 and stop at any text, where streamfm's one rule (`streamfm.text`) decides, a value at
+        a time, under the bad-row policy."""
+        types = {name: pa.string() for name in self.column_types}
+        types.update(self._types)
+        return types
+
     def _column_types(
         self, path: str, schema: pa.Schema | None, resumed: bool
     ) -> dict[str, pa.DataType]:
@@ -275,11 +325,12 @@ class CsvReader(Reader):
         So a column keeps one type throughout a source, and a resumed read that of the file's
         start (as pyarrow's types come from the first block it reads).
         """
+        declared = self._declared_types()
         if schema is None:
             if not resumed or path == STDIN:
-                return self._types
+                return declared
             schema = self.schema(path)
-        types = dict(self._types)
+        types = dict(declared)
         for field in schema:
             # A column empty in the first block says nothing about its type.
             if field.name not in types and not pa.types.is_null(field.type):
@@ -293,8 +344,8 @@ class CsvReader(Reader):
         if schema is None:
             ro, po, co = (
                 self._read_options(),
-                self._parse_options(path, self._skipping()),
-                self._convert_options(None, self._types),
+                self._parse_options(path, self._skipping(path)),
+                self._convert_options(None, self._declared_types()),
             )
             if path == STDIN:
                 # Peek at stdin's head, then replay it to the real reader.
@@ -335,11 +386,17 @@ class CsvReader(Reader):
     ) -> Iterator[Piece]:
         good = row  # good data rows of this file known to parse, for locating an error
         bad: BadRecords | None = None
+        tail: _WithheldTail | None = None
         try:
             if row == 0 and offset == 0:
                 types = self._column_types(path, schema, resumed=False)
-                source = self._input(path)
-                if self.on_bad_row is not None:
+                if path == STDIN:
+                    # A last line without its newline is not handed to pyarrow: see below.
+                    tail = _WithheldTail(stdin_stream())
+                    source = self._wrap(tail, path)
+                else:
+                    source = self._input(path)
+                if self._places_bad_records(path):
                     tee = None
                     if path == STDIN:
                         # Standard input cannot be read twice: the scanner reads a copy.
@@ -365,6 +422,8 @@ class CsvReader(Reader):
                     # The rows with the records pyarrow skipped reported in their place.
                     yield from bad.place(batch)
                 if batch is None:
+                    if tail is not None and tail.cut_off.strip():
+                        self._cut_off(path, tail.lines + 1, tail.cut_off)
                     return
                 good += batch.num_rows
                 if bad is None and batch.num_rows:
@@ -376,6 +435,13 @@ class CsvReader(Reader):
         finally:
             if bad is not None:
                 bad.close()
+
+    def _places_bad_records(self, path: str) -> bool:
+        """Whether records of the wrong column count go through `BadRecords` (placed among the
+        rows around them) rather than stop pyarrow: with `on_bad_row`, and for standard input
+        also without, so that the rows before a bad record still come out before the error
+        (standard input cannot be read again)."""
+        return self.on_bad_row is not None or path == STDIN
 
     # -- resume -----------------------------------------------------------------------------------
 
@@ -420,12 +486,16 @@ class CsvReader(Reader):
                 return again
             if sc is not None:
                 sc.follow(tee.copy, tee.copy.at_end)
+                sc.record_lines()
                 return sc
             fresh = self._scanner(tee.copy, path, tee.copy.at_end)
+            fresh.record_lines()  # standard input is not read again to number rows
             fresh.start(opts.header, len(opts.column_names) if opts.column_names else None)
             return fresh
 
         def report(line: int, reason: str, text: str | None) -> None:
+            if self.on_bad_row is None:
+                raise DataError(reason, path=path, row=line, value=(text or "")[:200])
             self._report(path, line, reason, text)
 
         return BadRecords(path, row, extra, opts.skip_lines, scanner, report, tee)
@@ -463,7 +533,7 @@ class CsvReader(Reader):
             ).schema.names
         source: Any = ChainStream(sc.rest(), stream)
         bad = None
-        if self.on_bad_row is not None:
+        if self._places_bad_records(path):
             tee = None
             if path == STDIN:
                 source = tee = Tee(source)
@@ -481,6 +551,29 @@ class CsvReader(Reader):
             raise
         return reader, bad
 
+    # -- row numbers ------------------------------------------------------------------------------
+
+    def _data_row_lines(self, path: str, rows: np.ndarray) -> np.ndarray:
+        """1-based physical lines where the good data records `rows` (0-based, ascending) of
+        `path` start: the file is scanned again (once per run of ascending requests)."""
+        out = np.empty(len(rows), dtype=np.int64)
+        for k, g in enumerate(rows.tolist()):
+            cached = self._line_scan
+            if cached is None or cached[0] != path or cached[1].good > g:
+                if cached is not None:
+                    cached[1].stream.close()
+                sc = self._scanner(self._wrap(open_stream(path), path), path)
+                if not self._skip_to(sc, 0, 0):
+                    raise DataError("cannot number rows: the file changed", path=path)
+                cached = self._line_scan = (path, sc)
+            sc = cached[1]
+            # Step to record g, then over it: the last record ended is record g.
+            need = g - sc.good
+            if sc.good_records(need) != need or sc.good_records(1) != 1:
+                raise DataError("cannot number rows: the file changed", path=path)
+            out[k] = self.config.csv.skip_lines + int(sc.state[8]) + 1
+        return out
+
     # -- errors -----------------------------------------------------------------------------------
 
     def _file_columns(self, path: str) -> list[str]:
@@ -495,7 +588,7 @@ class CsvReader(Reader):
             return pacsv.open_csv(
                 self._input(path),
                 read_options=self._read_options(),
-                parse_options=self._parse_options(path, self._skipping()),
+                parse_options=self._parse_options(path, self._skipping(path)),
                 convert_options=pacsv.ConvertOptions(column_types={}),
             ).schema.names
         except (pa.ArrowInvalid, OSError):
@@ -578,5 +671,11 @@ class CsvReader(Reader):
                 row=line,
                 column=column,
                 value=value,
+            )
+        if "straddling object" in msg:
+            return DataError(
+                f"a record is longer than the read block ({self.block_size:,} bytes) after data "
+                f"row {good}: raise source.max_line_bytes above its length",
+                path=path,
             )
         return DataError(f"cannot parse CSV: {msg}", path=path)

@@ -16,7 +16,7 @@ import pyarrow as pa
 from numba import njit
 
 from streamfm.errors import DataError
-from streamfm.sources._io import count_newlines, line_blocks, open_stream, skip_bytes
+from streamfm.sources._io import LongLine, count_newlines, line_blocks, open_stream, skip_bytes
 from streamfm.sources.base import Piece, Reader, check_columns
 
 SCHEMA = pa.schema(
@@ -29,7 +29,7 @@ SCHEMA = pa.schema(
 )
 
 # Error codes of _parse_block.
-_OK, _BAD_LABEL, _BAD_FEATURE, _BAD_QID = 0, 1, 2, 3
+_OK, _BAD_LABEL, _BAD_FEATURE, _BAD_QID, _TOO_LONG = 0, 1, 2, 3, 4
 # Bad lines _parse_block records before it returns (it is then called again on the rest).
 _MAX_BAD = 1024
 
@@ -175,11 +175,12 @@ def _parse_int(buf: np.ndarray, i: int, n: int, signed: bool) -> tuple[np.int64,
 
 
 @njit(cache=True)
-def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
-    """Parse whole libFM lines in `buf` (uint8), stepping over malformed ones.
+def _parse_block(buf: np.ndarray, max_bad: int, max_line: int) -> tuple:
+    """Parse whole libFM lines in `buf` (uint8), stepping over malformed ones (and those longer
+    than `max_line` bytes).
 
-    Returns (rows, lines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val): ends[r] is the
-    byte after row r's line (its newline). A malformed line is skipped and recorded in
+    Returns (rows, lines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val, row_lines):
+    ends[r] is the byte after row r's line (its newline), row_lines[r] its 0-based line in buf. A malformed line is skipped and recorded in
     bad[k] = (0-based line within buf, its first byte, its newline (or buf.size), error code,
     first byte of the bad token); after the `max_bad`-th one parsing stops, at byte `stop` after
     `lines` newlines (buf.size and all of its newlines when it went through).
@@ -198,6 +199,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
     labels = np.empty(max_rows, np.float64)
     qids = np.empty(max_rows, np.int64)
     ends = np.empty(max_rows, np.int64)
+    row_lines = np.empty(max_rows, np.int64)
     indptr = np.empty(max_rows + 1, np.int32)
     idx = np.empty(n_colons, np.int64)
     val = np.empty(n_colons, np.float32)
@@ -211,6 +213,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
     err = _OK
     err_at = 0
     while i < n:
+        line_start = i
         while i < n and _is_blank(buf[i]):
             i += 1
         if i >= n:
@@ -282,6 +285,9 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
                 val[nnz] = v
                 nnz += 1
                 i = j2
+        if err == _OK and i - line_start > max_line:
+            err = _TOO_LONG
+            err_at = line_start
         if err != _OK:
             # Skip the line: drop its features, record where it is and why, go on after it.
             start = err_at
@@ -305,6 +311,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
             if n_bad == max_bad:
                 break
             continue
+        row_lines[r] = line
         if i < n:  # at the newline
             i += 1
             line += 1
@@ -323,6 +330,7 @@ def _parse_block(buf: np.ndarray, max_bad: int) -> tuple:
         indptr[: r + 1],
         idx[:nnz],
         val[:nnz],
+        row_lines[:r],
     )
 
 
@@ -338,6 +346,8 @@ def _explain(code: int, token: bytes) -> str:
         return "the label is not a number"
     if code == _BAD_QID:
         return "qid must be an integer"
+    if code == _TOO_LONG:
+        return "the line is longer than source.max_line_bytes; raise it to read such lines"
     if b":" not in token:
         return "expected idx:val, missing ':'"
     index, _, value = token.partition(b":")
@@ -392,35 +402,52 @@ class LibfmReader(Reader):
             skipped = skip_bytes(stream, offset)
             # Lines before the block: unknown after a seek until a bad line needs them.
             line_base: int | None = skipped if skipped >= 0 else None
+            rel = 0  # lines read since `offset` (rows are numbered from there: `batch_lines`)
             pos = offset
-            for block in line_blocks(stream, self.block_size):
+            for block in line_blocks(stream, self.block_size, self.config.max_line_bytes):
+                if isinstance(block, LongLine):  # a line too long to read
+                    if line_base is None:
+                        line_base = count_newlines(path, pos)
+                    self._long_line(path, line_base + 1, block)
+                    pos += block.size
+                    rel += 1
+                    line_base += 1
+                    yield None, pos
+                    continue
                 buf = np.frombuffer(block, dtype=np.uint8)
                 at = 0  # bytes of the block parsed
                 lines = 0  # newlines in them
                 while True:
                     part = buf[at:] if at else buf
-                    nrows, nlines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val = (
-                        _parse_block(part, max_bad)
-                    )
+                    parsed = _parse_block(part, max_bad, self.config.max_line_bytes)
+                    nrows, nlines, stop, n_bad, bad, labels, qids, ends, indptr, idx, val = parsed[
+                        :11
+                    ]
+                    row_lines = parsed[11] + (rel + lines)
                     if n_bad == 0:
                         if nrows:
-                            yield _batch(labels, qids, indptr, idx, val, columns), ends + (pos + at)
+                            batch = _batch(labels, qids, indptr, idx, val, columns)
+                            yield batch, ends + (pos + at), row_lines
                     else:
                         if line_base is None:
                             line_base = count_newlines(path, pos)
                         batch = _batch(labels, qids, indptr, idx, val, columns) if nrows else None
                         yield from self._with_bad_lines(
-                            path, part, pos + at, line_base + lines, batch, ends, bad
+                            path, part, pos + at, line_base + lines, batch, ends, bad, row_lines
                         )
                     at += stop
                     lines += nlines
                     if at >= buf.size:
                         break
                 pos += buf.size
+                rel += lines
                 if line_base is not None:
                     line_base += lines
         finally:
             stream.close()
+
+    def _lines_before(self, path: str, offset: int, row: int) -> int:
+        return count_newlines(path, offset) if offset else 0
 
     def _with_bad_lines(
         self,
@@ -431,6 +458,7 @@ class LibfmReader(Reader):
         batch: pa.RecordBatch | None,
         ends: np.ndarray,
         bad: np.ndarray,
+        row_lines: np.ndarray,
     ) -> Iterator[Piece]:
         """Pieces of the rows of `part` (at byte `pos` of the file, after `line_base` lines), with
         each bad line reported in its place; DataError for the first one without a callback."""
@@ -441,17 +469,23 @@ class LibfmReader(Reader):
             token = _TOKEN.match(bytes(part[at : at + 256])).group()
             explanation = _explain(code, token)
             word = token.decode("utf-8", "replace")
+            if code == _TOO_LONG:
+                limit = self.config.max_line_bytes
+                explanation = (
+                    f"the line has {stop - start:,} bytes, more than source.max_line_bytes "
+                    f"({limit:,}); raise it to read such lines"
+                )
+            if cut > done:  # the good rows before the bad line come first
+                yield batch.slice(done, cut - done), ends[done:cut] + pos, row_lines[done:cut]
+                done = cut
             if self.on_bad_row is None:
                 raise DataError(explanation, path=path, row=line_base + line + 1, value=word)
-            if cut > done:
-                yield batch.slice(done, cut - done), ends[done:cut] + pos
-                done = cut
             self._report(
                 path,
                 line_base + line + 1,
-                f"malformed token {word!r}: {explanation}",
+                explanation if code == _TOO_LONG else f"malformed token {word!r}: {explanation}",
                 bytes(part[start:stop]),
             )
             yield None, pos + min(stop + 1, part.size)
         if batch is not None and done < batch.num_rows:
-            yield batch.slice(done), ends[done:] + pos
+            yield batch.slice(done), ends[done:] + pos, row_lines[done:]

@@ -21,12 +21,29 @@ import numpy as np
 META = "meta.json"
 
 
+def temp_prefix(path: str | os.PathLike) -> str:
+    """Prefix of `write_atomic`'s temporary files for `path` (they end in ".tmp")."""
+    return f".{Path(path).name}."
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(fileobj)` on a temporary file next to `path`, fsync it and rename it to `path`."""
+    """Call `write(fileobj)` on a temporary file next to `path`, fsync it and rename it to `path`.
+
+    The file gets the mode any new file would (0666 less the umask), not mkstemp's 0600; a
+    symbolic link at `path` is replaced, never written through.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -64,16 +81,60 @@ def write_archive(f: BinaryIO, meta: dict[str, Any], arrays: dict[str, np.ndarra
 def read_archive(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(meta, arrays) of an archive written by `write_archive`.
 
-    zip CRCs are checked while reading; OSError, zipfile.BadZipFile, KeyError or ValueError
-    when the file is not such an archive or is damaged.
+    Untrusted input is checked before memory is committed to it: members must be stored
+    uncompressed (as `write_archive` writes them: a compressed member could be a zip bomb), and
+    each array's header must describe exactly the bytes its member holds, so nothing larger
+    than the file is ever allocated; arrays of Python objects are refused. zip CRCs are checked
+    while reading. OSError, zipfile.BadZipFile, KeyError or ValueError when the file is not
+    such an archive or is damaged.
     """
     with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(
+                    f"member {info.filename} is compressed; streamfm archives are written "
+                    "uncompressed (refused: it could expand to any size)"
+                )
         meta = json.loads(z.read(META))
         arrays = {}
-        for name in z.namelist():
-            if name.endswith(".npy"):
-                with z.open(name) as member:
-                    arrays[name[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
+        for info in z.infolist():
+            if info.filename.endswith(".npy"):
+                with z.open(info) as member:
+                    arrays[info.filename[:-4]] = _read_array(member, info)
     if not isinstance(meta, dict):
         raise ValueError(f"{META} is not a JSON object")
     return meta, arrays
+
+
+def _read_array(member: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
+    """The .npy array of `member`, read straight into its own memory once its header is
+    known to match the member's size."""
+    fmt = np.lib.format
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(member)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = fmt.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"{info.filename}: unknown .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename}: arrays of Python objects are not allowed")
+    header = member.tell()
+    count = 1
+    for n in shape:
+        count *= int(n)
+    nbytes = count * dtype.itemsize
+    if header + nbytes != info.file_size:
+        raise ValueError(
+            f"{info.filename}: its header describes {nbytes} bytes of data but the member "
+            f"holds {info.file_size - header}"
+        )
+    array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    view = memoryview(array.reshape(-1, order="A")).cast("B") if nbytes else memoryview(b"")
+    got = 0
+    while got < nbytes:
+        n = member.readinto(view[got:])
+        if not n:
+            raise ValueError(f"{info.filename}: truncated")
+        got += n
+    return array

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import zipfile
@@ -31,6 +32,9 @@ from streamfm.store.state import join_arrays, split_arrays
 
 PREFIX = "ckpt-"
 STATE, MANIFEST, LATEST = "state.zip", "MANIFEST.json", "latest"
+# Only names of exactly this form are ours: "ckpt-00000012 (copy)", "ckpt-3.bak" are left alone.
+_CHECKPOINT_NAME = re.compile(r"ckpt-(\d+)")
+_TEMP_NAME = re.compile(r"\.tmp-ckpt-\d+-\d+")
 
 
 @dataclass
@@ -71,10 +75,25 @@ class Checkpointer:
         self.warnings: list[str] = []
 
     def _existing(self) -> list[Path]:
-        if not self.dir.exists():
+        """Our checkpoint directories (named ckpt-<number>), oldest first by number."""
+        if not self.dir.is_dir():
             return []
-        found = [p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
-        return sorted(found, key=lambda p: p.name)
+        found = []
+        for p in self.dir.iterdir():
+            m = _CHECKPOINT_NAME.fullmatch(p.name)
+            if m and p.is_dir() and not p.is_symlink():
+                found.append((int(m.group(1)), p))
+        return [p for _, p in sorted(found)]
+
+    def _remove_ours(self, path: Path) -> None:
+        """Delete checkpoint directory `path` if it holds nothing but the files we write (a folder
+        someone else put there under our naming keeps its contents)."""
+        try:
+            names = set(os.listdir(path))
+        except OSError:
+            return
+        if names <= {STATE, MANIFEST}:
+            shutil.rmtree(path, ignore_errors=True)
 
     def write(self, state: dict[str, Any]) -> Path:
         """Write a new checkpoint of `state` (a tree of JSON values and numpy arrays); returns
@@ -84,9 +103,11 @@ class Checkpointer:
         seq = int(existing[-1].name[len(PREFIX) :]) + 1 if existing else 1
         final = self.dir / f"{PREFIX}{seq:08d}"
         tmp = self.dir / f".tmp-{final.name}-{os.getpid()}"
-        # Half-written checkpoints of a crashed run (one writer per directory) are rubbish.
-        for stale in self.dir.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        # Half-written checkpoints of a crashed run (one writer per directory: the run's lock)
+        # are rubbish; other programs' temporary folders are not ours to delete.
+        for stale in self.dir.iterdir():
+            if _TEMP_NAME.fullmatch(stale.name) and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
         arrays: dict[str, np.ndarray] = {}
         meta = split_arrays(state, arrays)
         try:
@@ -110,22 +131,28 @@ class Checkpointer:
                 "checkpoint is intact"
             ) from exc
         for old in self._existing()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            self._remove_ours(old)
         return final
 
     def verify(self, path: Path) -> str | None:
         """None if the checkpoint at `path` is complete and unaltered, else what is wrong."""
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
+            manifest = json.loads((path / MANIFEST).read_bytes())
         except (OSError, ValueError) as exc:
             return f"manifest unreadable ({exc})"
+        if not isinstance(manifest, dict):
+            return "manifest is not a JSON object"
         if "state.json" in manifest:
             return "written by streamfm 0.1 in another format, which this version cannot resume"
         entry = manifest.get(STATE)
-        if entry is None:
-            return f"manifest lacks {STATE}"
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            return f"manifest lacks the size and checksum of {STATE}"
         f = path / STATE
-        if not f.exists():
+        if not f.is_file():
             return f"{STATE} is missing"
         size = f.stat().st_size
         if size != entry["bytes"]:
@@ -138,24 +165,42 @@ class Checkpointer:
         meta, arrays = read_archive(path / STATE)
         return Checkpoint(path, join_arrays(meta, arrays))
 
+    def _pointed(self) -> Path | None:
+        """The checkpoint `latest` names, or None (no pointer, or one that names nothing of
+        ours: then the newest by number is tried first, and a warning says why)."""
+        pointer = self.dir / LATEST
+        try:
+            raw = pointer.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.warnings.append(f"{pointer} is unreadable ({exc.strerror or exc}); ignored")
+            return None
+        try:
+            name = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            name = ""
+        if not _CHECKPOINT_NAME.fullmatch(name):
+            self.warnings.append(f"{pointer} does not name a checkpoint; ignored")
+            return None
+        return self.dir / name
+
     def latest_good(self) -> Checkpoint | None:
         """The newest checkpoint that verifies (newest first: `latest`, then by sequence).
 
         Each bad one met on the way is described in `self.warnings`.
         """
         candidates = list(reversed(self._existing()))
-        pointer = self.dir / LATEST
-        if pointer.exists():
-            named = self.dir / pointer.read_text().strip()
-            if named in candidates:
-                candidates.remove(named)
-                candidates.insert(0, named)
+        named = self._pointed()
+        if named in candidates:
+            candidates.remove(named)
+            candidates.insert(0, named)
         for path in candidates:
             problem = self.verify(path)
             if problem is None:
                 try:
                     return self.load(path)
-                except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+                except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
                     problem = f"unreadable ({exc})"
             self.warnings.append(
                 f"checkpoint {path} is not usable: {problem}; trying the previous one"

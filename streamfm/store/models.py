@@ -3,13 +3,14 @@ history — and the model's state (`state_dict()` of its parts, arrays named by 
 
 `load_model` reads any model file: one written by `streamfm train` (a `TrainedModel`) or by an
 estimator's `save` (`FMRegressor`, `FMClassifier`). Files of streamfm 0.1 (format version 1)
-are read too.
+and of 0.2 before vocabularies were stored as arrays (version 2) are read too.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from streamfm.store.archive import read_archive, write_archive, write_atomic
 from streamfm.store.state import join_arrays, split_arrays
 
 FORMAT = "streamfm-model"
-FORMAT_VERSION = 2
+# 3: vocabularies as arrays (UTF-8 bytes + offsets), histories as items per key.
+FORMAT_VERSION = 3
 
 
 def save_model_file(path: str | os.PathLike, meta: dict[str, Any], state: dict[str, Any]) -> None:
@@ -50,7 +52,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise CheckpointError(f"model file {path} does not exist")
     try:
         meta, arrays = read_archive(path)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not a readable streamfm model ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a streamfm model (format {meta.get('format')!r})")
@@ -109,16 +111,24 @@ def _features_of_version_1(pipeline: dict[str, Any], arrays: dict[str, np.ndarra
     }
 
 
-def load_model(path: str | os.PathLike):
-    """Load a model saved by an estimator's `save` (FMRegressor / FMClassifier) or by `streamfm train`."""
+def load_model(path: str | os.PathLike, *, trust_plugins: Iterable[str] = ()):
+    """Load a model saved by an estimator's `save` (FMRegressor / FMClassifier) or by `streamfm train`.
+
+    Loading never runs code from the file: a feature builder its spec names as
+    "module:Class" (a plugin that is neither built in nor an installed entry point) is imported
+    only if `trust_plugins` names it (or its module).
+    """
     meta, state = read_model_file(path)
     kind = meta.get("kind")
     if kind in ("FMRegressor", "FMClassifier"):
         from streamfm import estimators
 
-        return getattr(estimators, kind)._from_saved(meta, state)
+        try:
+            return getattr(estimators, kind)._from_saved(meta, state)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(f"{path} is damaged: {exc}") from None
     if kind == "pipeline":
         from streamfm.store.trained import TrainedModel
 
-        return TrainedModel._from_saved(meta, state, path)
+        return TrainedModel._from_saved(meta, state, path, trust_plugins=trust_plugins)
     raise CheckpointError(f"{path}: unknown model kind {kind!r}")

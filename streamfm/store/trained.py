@@ -3,16 +3,17 @@ parameters); predictions and evaluation on new data; the model file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
-from streamfm.config import GroupRegularization, SourceConfig
+from streamfm.config import GroupRegularization, SourceConfig, format_validation_error
 from streamfm.csr import CSRChunk
-from streamfm.errors import DataError, SpecError
+from streamfm.errors import CheckpointError, DataError, SpecError
 from streamfm.features.pipeline import FeaturePipeline
 from streamfm.learners.base import Learner, make_learner
 from streamfm.metrics import make_metric
@@ -116,18 +117,16 @@ class TrainedModel:
     def source_config(
         self, path: str | list[str], fmt: str | None = None, batch_size: int | None = None
     ) -> SourceConfig:
-        """A SourceConfig for new data read like the training data (same CSV options)."""
-        from pydantic import ValidationError
-
-        from streamfm.config import format_validation_error
-
+        """A SourceConfig for new data read like the training data (same CSV options);
+        SpecError naming the option when `path` or `fmt` is not valid."""
         src = self.spec.source
         try:
             return SourceConfig(
                 path=path, format=fmt, csv=src.csv, batch_size=batch_size or src.batch_size
             )
         except ValidationError as exc:
-            raise SpecError(format_validation_error(exc, prefix="source")) from None
+            detail = format_validation_error(exc, model=SourceConfig)
+            raise SpecError(detail.replace("format:", "--format:", 1)) from None
 
     def predict_source(
         self, source: SourceConfig, keep_columns: list[str] | None = None
@@ -142,18 +141,18 @@ class TrainedModel:
         """Built (chunk, target) pairs of a source holding the target column (state frozen).
         Bad rows follow the source's `on_bad_rows` (quarantine counts as skip here)."""
         from streamfm.training.badrows import BadRows
-        from streamfm.training.targets import clean_batch
+        from streamfm.training.targets import clean_batch, numeric_columns
 
         policy = "skip" if source.on_bad_rows == "quarantine" else source.on_bad_rows
         bad = BadRows(policy, None)
         src = open_source(source)
+        src.column_types = numeric_columns(self.pipeline, self.spec.target, self.task)
         if policy != "fail":
             src.on_bad_row = bad.from_source
         columns = [*self.pipeline.columns(), self.spec.target.column]
         for batch, pos in src.batches(columns=columns):
-            first = pos.row - batch.num_rows + 1
             batch, y = clean_batch(
-                batch, self.pipeline, self.spec.target, self.task, bad, pos.path, first
+                batch, self.pipeline, self.spec.target, self.task, bad, pos.path, src.batch_lines
             )
             yield self.transform(batch), y
 
@@ -182,8 +181,16 @@ class TrainedModel:
         return {"learner": self.learner.state_dict(), "features": self.pipeline.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; ValueError when the parameters and the feature
+        space do not describe the same features (a damaged or crafted file)."""
         self.learner.load_state_dict(state["learner"])
         self.pipeline.load_state_dict(state["features"])
+        params, space = self.learner.params, self.pipeline.space
+        n = params.n_features
+        if n > space.n_ids:
+            raise ValueError(f"the parameters hold {n} features, the feature space {space.n_ids}")
+        if not np.array_equal(params.group[:n], space.id_group[:n]):
+            raise ValueError("the features' groups differ between the parameters and the space")
 
     def save(self, path: str | Path) -> None:
         """One file: FM parameters, vocabularies and builder states, spec, metric history."""
@@ -203,22 +210,34 @@ class TrainedModel:
         return cls(spec, pipeline, learner)
 
     @classmethod
-    def _from_saved(cls, meta: dict, state: dict[str, Any], path=None) -> TrainedModel:
-        spec = parse_spec(meta["spec"], name=meta["spec"].get("name", "run"), origin=str(path))
-        model = cls.from_spec(spec)
-        model.load_state_dict(state)
+    def _from_saved(
+        cls, meta: dict, state: dict[str, Any], path=None, *, trust_plugins: Iterable[str] = ()
+    ) -> TrainedModel:
+        from streamfm.features.registry import trusted_plugins
+
+        if not isinstance(meta.get("spec"), dict):
+            raise CheckpointError(f"{path}: the model file holds no spec")
+        with trusted_plugins(trust_plugins):
+            spec = parse_spec(meta["spec"], name=meta["spec"].get("name", "run"), origin=str(path))
+            model = cls.from_spec(spec)
+        try:
+            model.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(f"{path} is damaged: {exc}") from None
         model.history = meta.get("history", [])
         model.summary = meta.get("summary", {})
         return model
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainedModel:
+    def load(cls, path: str | Path, *, trust_plugins: Iterable[str] = ()) -> TrainedModel:
+        """The model of a model file written by `save`; a "module:Class" feature builder of
+        its spec is imported only if `trust_plugins` names it (see `store.models.load_model`)."""
         meta, state = read_model_file(path)
         if meta.get("kind") != "pipeline":
             raise SpecError(
                 f"{path} holds a {meta.get('kind')} saved by the Python API, not a trained spec"
             )
-        return cls._from_saved(meta, state, path)
+        return cls._from_saved(meta, state, path, trust_plugins=trust_plugins)
 
 
 def group_regularization(spec: Spec) -> dict[int, GroupRegularization]:

@@ -6,15 +6,17 @@ row with its reason to a JSON-lines file. Counts are reported in every run summa
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from streamfm.errors import DataError
+from streamfm.errors import DataError, OutputError
 
 
 class BadRows:
@@ -39,19 +41,31 @@ class BadRows:
         reasons: list[str],
         columns: list[str | None],
         path: str | None,
-        first_row: int,
+        lines: Callable[[np.ndarray], np.ndarray],
     ) -> None:
-        """Rows `mask` of `batch` are bad; reasons/columns are per bad row. first_row: 1-based row
-        number of the batch's first row in `path`."""
+        """Rows `mask` of `batch` are bad; reasons/columns are per bad row. lines(indices):
+        where rows of the batch are in `path` (physical line, or Parquet row number)."""
         where = np.flatnonzero(mask)
+        if self.policy == "fail":
+            i = int(where[0])
+            column = columns[0]
+            value = batch.column(column)[i].as_py() if column in batch.schema.names else None
+            try:
+                self._handle(path, int(lines(where[:1])[0]), column, value, reasons[0], {})
+            except DataError as exc:
+                exc.batch_index = i  # rows of the batch before the bad one are good
+                raise
         records = (
             batch.filter(pa.array(mask)).to_pylist()
             if self.policy == "quarantine"
             else [None] * len(where)
         )
-        for i, reason, column, record in zip(where, reasons, columns, records, strict=True):
+        rows = lines(where).tolist()
+        for i, row, reason, column, record in zip(
+            where, rows, reasons, columns, records, strict=True
+        ):
             value = batch.column(column)[int(i)].as_py() if column in batch.schema.names else None
-            self._handle(path, first_row + int(i), column, value, reason, {"values": record})
+            self._handle(path, int(row), column, value, reason, {"values": record})
 
     def _handle(self, path, row, column, value, reason, extra: dict[str, Any]) -> None:
         if self.policy == "fail":
@@ -61,8 +75,7 @@ class BadRows:
             self.skipped += 1
             return
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
+            self._file = self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT, "ab")
         rec = {
             "file": path,
             "row": row,
@@ -71,15 +84,36 @@ class BadRows:
             "reason": reason,
             **extra,
         }
-        self._file.write((json.dumps(rec, default=str) + "\n").encode())
+        try:
+            self._file.write((json.dumps(rec, default=str) + "\n").encode())
+        except OSError as exc:
+            raise self._error(exc) from exc
         self.quarantined += 1
+
+    def _open(self, flags: int, mode: str):
+        """The quarantine file, never through a symbolic link (OutputError naming it)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            return os.fdopen(os.open(self.path, flags | nofollow, 0o666), mode)
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: OSError) -> OutputError:
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ELOOP:
+            why = "it is a symbolic link, which streamfm does not write through"
+        return OutputError(f"cannot write the quarantine file {self.path}: {why}")
 
     # --- state
     def sync(self) -> int:
         """Flush and fsync the quarantine file; returns its length in bytes (0 if none)."""
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise self._error(exc) from exc
         return self.path.stat().st_size if self.path is not None and self.path.exists() else 0
 
     def state_dict(self) -> dict[str, Any]:
@@ -93,8 +127,8 @@ class BadRows:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore counters; cut the quarantine file back to what the checkpoint had recorded."""
         self.skipped, self.quarantined = int(state["skipped"]), int(state["quarantined"])
-        if self.path is not None and self.path.exists():
-            with open(self.path, "r+b") as f:
+        if self.path is not None and (self.path.exists() or self.path.is_symlink()):
+            with self._open(os.O_RDWR, "r+b") as f:
                 f.truncate(int(state["quarantine_bytes"]))
 
     def close(self) -> None:

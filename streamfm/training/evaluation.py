@@ -4,6 +4,7 @@ of records (metrics.json / metrics.csv)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ import numpy as np
 
 from streamfm.config import SourceConfig
 from streamfm.csr import CSRChunk
+from streamfm.errors import OutputError
 from streamfm.metrics import make_metric
 from streamfm.spec import Spec
+from streamfm.store.archive import write_atomic
 from streamfm.store.state import copy_state
 from streamfm.store.trained import TrainedModel
 
@@ -77,7 +80,9 @@ class Evaluation:
             return
         self.bad_evals += 1
         patience = self.spec.validation.patience
-        if patience and self.bad_evals >= patience:
+        # A followed stream has no end to stop early at: running out of patience ends nothing
+        # there (the best model is still kept with restore_best).
+        if patience and self.bad_evals >= patience and not self.spec.source.follow:
             self.stopped_early = True
 
     def _snapshot(self) -> dict[str, Any]:
@@ -122,12 +127,27 @@ class Evaluation:
 
 
 def write_history(history: list[dict[str, Any]], out_dir: Path) -> None:
-    """metrics.json (a list of records) and metrics.csv (one row per record) in `out_dir`."""
-    (out_dir / "metrics.json").write_text(json.dumps(history, indent=1))
+    """metrics.json (a list of records) and metrics.csv (one row per record) in `out_dir`,
+    each written to a temporary file and renamed (a reader never sees half a file, and a
+    symbolic link in their place is replaced, not written through)."""
     keys: dict[str, None] = {}
     for rec in history:
         keys.update(dict.fromkeys(rec))
-    with open(out_dir / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(keys))
+
+    def csv_text(f) -> None:
+        text = io.TextIOWrapper(f, newline="", encoding="utf-8")
+        w = csv.DictWriter(text, fieldnames=list(keys))
         w.writeheader()
         w.writerows(history)
+        text.flush()
+        text.detach()
+
+    try:
+        write_atomic(
+            out_dir / "metrics.json", lambda f: f.write(json.dumps(history, indent=1).encode())
+        )
+        write_atomic(out_dir / "metrics.csv", csv_text)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the metric history in {out_dir}: {exc.strerror or exc}"
+        ) from exc

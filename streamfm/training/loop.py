@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from streamfm.csr import CSRChunk, slice_rows
-from streamfm.errors import CheckpointError, SpecError
+from streamfm.errors import CheckpointError, DataError, SpecError
 from streamfm.metrics import MetricSet
 from streamfm.sources import STDIN, SourceStream, open_source
 from streamfm.spec import Spec, load_spec, spec_difference
@@ -27,11 +27,12 @@ from streamfm.store.state import copy_state
 from streamfm.store.trained import TrainedModel
 from streamfm.training.badrows import BadRows
 from streamfm.training.evaluation import Evaluation, write_history
+from streamfm.training.lock import DirectoryLock, remove_stale_temp_files
 from streamfm.training.replay import ChunkCache, Rebuild
 from streamfm.training.runstate import RunState
 from streamfm.training.shuffle import ShuffleWindow
 from streamfm.training.signals import stop_on_signals
-from streamfm.training.targets import clean_batch
+from streamfm.training.targets import clean_batch, numeric_columns
 
 __all__ = ["TrainResult", "Trainer", "TrainedModel", "train"]
 
@@ -83,6 +84,13 @@ class Trainer:
         self._last_ckpt_time = 0.0
         self._known_rows: int | None = None
         self._rows_estimated = False
+        self._locks: list[DirectoryLock] = []
+        # A resumed run that was complete: what it had counted, to tell whether it learnt more.
+        self._resumed_counts: tuple[int, ...] | None = None
+        self._learnt_nothing = False
+        # Set when a DataError stops the run with every part's state as it was after the last
+        # chunk learnt (the error came before the failing batch changed anything).
+        self._consistent_failure = False
         self.notes: list[str] = []
 
     def parts(self) -> dict[str, Any]:
@@ -141,6 +149,41 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
     def run_training(self) -> TrainResult:
+        self._lock_directories()
+        try:
+            return self._run_locked()
+        finally:
+            for lock in self._locks:
+                lock.release()
+            self._locks = []
+
+    def _lock_directories(self) -> None:
+        """Lock every directory this run writes to (one trainer each), then remove what
+        killed runs of ours left there (temporary files of atomic writes)."""
+        dirs = [self.out_dir]
+        if self.spec.checkpoint.enabled:
+            dirs.append(self.checkpointer.dir)
+        if self.cache is not None:
+            dirs.append(self.cache.path.parent)
+        seen: set[Path] = set()
+        for d in dirs:
+            key = d.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            lock = DirectoryLock(d)
+            lock.acquire()
+            self._locks.append(lock)
+        stale = remove_stale_temp_files(
+            self.out_dir, [self.spec.output.model, "metrics.json", "metrics.csv"]
+        ) + remove_stale_temp_files(self.checkpointer.dir, ["latest"])
+        if stale:
+            self.notes.append(
+                f"removed {len(stale)} temporary file(s) a killed run left: "
+                + ", ".join(p.name for p in stale)
+            )
+
+    def _run_locked(self) -> TrainResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self._restore_latest()
@@ -159,6 +202,9 @@ class Trainer:
                     if self._stop.is_set():
                         break
                     self._end_epoch()
+            except DataError:
+                self._checkpoint_before_failing()
+                raise
             finally:
                 self.bad.close()
                 if self.cache is not None:
@@ -166,6 +212,23 @@ class Trainer:
         if not self.run.complete:
             return self._interrupted()
         return self._finish()
+
+    def _checkpoint_before_failing(self) -> None:
+        """A DataError stops the run: keep what was learnt up to the last good row (standard
+        input cannot be read again), if the state is still that of a chunk boundary."""
+        if not (self._consistent_failure and self.spec.checkpoint.enabled):
+            return
+        if self.run.rows_learnt == self._last_ckpt_rows:
+            return  # nothing learnt since the last checkpoint (or the start)
+        try:
+            path = self.write_checkpoint()
+        except CheckpointError as exc:
+            self.notes.append(f"no checkpoint could be written before stopping: {exc}")
+            return
+        self.notes.append(
+            f"checkpoint {path} keeps the {self.run.rows_learnt:,} rows learnt before the bad "
+            "one; fix the data (or set source.on_bad_rows) and resume with --resume"
+        )
 
     def _epoch_stream(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
         """This epoch's (chunk, y) from where the run stands, through the shuffle window."""
@@ -185,20 +248,64 @@ class Trainer:
             # Without a cache, later epochs rebuild the rows exactly as the first did.
             fresh = run.stream["current"] is None and not run.stream["done"]
             pipeline = self.rebuild.start(fresh_epoch=fresh)
+        # Bad rows are counted (and quarantined) once: later epochs that read the source again
+        # meet the same ones.
+        bad = self.bad if run.epoch == 0 or self.bad.policy == "fail" else BadRows("skip", None)
+
+        def from_source(row) -> None:
+            if run.epoch == 0:
+                run.rows_read += 1  # rows read = learnt + skipped + quarantined
+            bad.from_source(row)
+
         stream = SourceStream(
             self.spec.source,
             self.columns,
-            on_bad_row=None if self.bad.policy == "fail" else self.bad.from_source,
+            on_bad_row=None if bad.policy == "fail" else from_source,
             should_stop=self._stop.is_set,
             on_idle=self._maybe_checkpoint,
+            column_types=numeric_columns(self.pipeline, self.spec.target, self.spec.task),
+            learnt_sizes=run.learnt_sizes,
         )
-        for batch, pos in stream.batches(run.stream):
+        batches = stream.batches(run.stream)
+        while True:
+            # The position before this batch: a bad row in it must not move the run past it.
+            before = (run.stream.get("current"), len(run.stream["done"]), run.rows_read)
+            try:
+                batch, pos = next(batches)
+            except StopIteration:
+                return
+            except DataError:
+                self._consistent_failure = True  # the reader stopped before the bad row
+                raise
             if run.epoch == 0:
                 run.rows_read += batch.num_rows
-            first = pos.row - batch.num_rows + 1
-            batch, y = clean_batch(
-                batch, self.pipeline, self.spec.target, self.spec.task, self.bad, pos.path, first
-            )
+            lines = stream.batch_lines
+            try:
+                batch, y = clean_batch(
+                    batch, self.pipeline, self.spec.target, self.spec.task, bad, pos.path, lines
+                )
+            except DataError as exc:
+                # Nothing of this batch was learnt: the run stands before it.
+                run.stream["current"], done, run.rows_read = before
+                for path in run.stream["done"][done:]:
+                    run.learnt_sizes.pop(path, None)
+                del run.stream["done"][done:]
+                self._consistent_failure = True
+                good = getattr(exc, "batch_index", 0)
+                if pos.path == STDIN and good and run.epoch == 0:
+                    # Standard input cannot be read again: learn the rows before the bad one.
+                    run.rows_read += good
+                    head, y = clean_batch(
+                        batch.slice(0, good),
+                        self.pipeline,
+                        self.spec.target,
+                        self.spec.task,
+                        bad,
+                        pos.path,
+                        lines,
+                    )
+                    yield pipeline.transform(head, training=True), y
+                raise
             chunk = pipeline.transform(batch, training=True)
             if self.cache is not None and run.epoch == 0:
                 self.cache.append(chunk, y)
@@ -241,7 +348,15 @@ class Trainer:
         if chunk.n_rows:
             self._report()
 
+    def _counts(self) -> tuple[int, ...]:
+        return (self.run.rows_read, self.run.rows_learnt, self.bad.skipped, self.bad.quarantined)
+
     def _end_epoch(self) -> None:
+        if self._resumed_counts is not None and self._counts() == self._resumed_counts:
+            # A finished run resumed with nothing new: no evaluation, no record, no checkpoint.
+            self._learnt_nothing = True
+            self.run.complete = True
+            return
         history = self.evaluation.history
         last = history[-1] if history else None
         if last and last["kind"] == "cadence" and last["rows"] == self.run.rows_learnt:
@@ -328,6 +443,11 @@ class Trainer:
 
     def _finish(self) -> TrainResult:
         self.learner.check_finite()
+        model_path = self.out_dir / self.spec.output.model
+        if self._learnt_nothing:
+            self.notes.append("nothing new to learn: the model and the checkpoints are unchanged")
+            self.evaluation.restore_best()
+            return self._save(interrupted=False, publish=not model_path.exists())
         if self.spec.checkpoint.enabled:
             # The final checkpoint keeps the training state (not the restored best model), so a
             # later --resume (new files, follow mode) continues learning where this run stopped.
@@ -408,7 +528,13 @@ class Trainer:
         if missing:
             raise CheckpointError(f"{ck.path} lacks the state of {', '.join(missing)}")
         for name, part in parts.items():
-            part.load_state_dict(state[name])
+            try:
+                part.load_state_dict(state[name])
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise CheckpointError(
+                    f"{ck.path}: the state of {name} is not usable ({exc}); move the checkpoint "
+                    "away to resume from an older one"
+                ) from None
         self._sync_features()
         run = self.run
         run.stream.pop("stdin_done", None)  # standard input is a new stream each run
@@ -416,11 +542,20 @@ class Trainer:
         if current and current["path"] == STDIN:
             run.stream["current"] = None
         if run.complete:
-            if self.spec.learner.epochs > 1 or self.evaluation.stopped_early:
+            if self.spec.learner.epochs > 1:
                 self.notes.append(f"the run in {ck.path} was complete: nothing to do")
             else:
                 # A finished single-pass run: go on with files that were not there before.
+                # An early stop ended that run, not the stream: patience is counted afresh.
                 run.complete = False
+                self._resumed_counts = self._counts()
+                if self.evaluation.stopped_early:
+                    self.evaluation.stopped_early = False
+                    self.evaluation.bad_evals = 0
+                    self.notes.append(
+                        "the resumed run had stopped early; it goes on with the data added "
+                        "since, and patience is counted afresh"
+                    )
         self.notes.append(
             f"resumed from {ck.path} at {run.rows_learnt:,} learnt rows (epoch {run.epoch + 1})"
         )
@@ -440,6 +575,11 @@ def train(
     elif overrides:
         raise SpecError("overrides apply to a spec file; change the Spec object instead")
     trainer = Trainer(spec, progress, resume=resume)
-    result = trainer.run_training()
+    try:
+        result = trainer.run_training()
+    except Exception as exc:
+        # Which checkpoint was used or skipped matters most when the run fails: keep the notes.
+        exc.run_notes = list(trainer.notes)
+        raise
     result.summary["notes"] = trainer.notes
     return result

@@ -30,6 +30,8 @@ class RunState:
     rows_read: int = 0
     rows_learnt: int = 0
     next_eval: int | None = None
+    # Bytes of every file learnt, when it was (a file that changes after is an error).
+    learnt_sizes: dict[str, int] = field(default_factory=dict)
 
     def next_epoch(self) -> None:
         """Start the next epoch from the beginning of the source (or of the cache)."""
@@ -46,6 +48,7 @@ class RunState:
             "rows_read": self.rows_read,
             "rows_learnt": self.rows_learnt,
             "next_eval": self.next_eval,
+            "learnt_sizes": self.learnt_sizes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -54,3 +57,4 @@ class RunState:
         self.replay = state["replay"]
         self.rows_read, self.rows_learnt = int(state["rows_read"]), int(state["rows_learnt"])
         self.next_eval = state["next_eval"]
+        self.learnt_sizes = {str(k): int(v) for k, v in state.get("learnt_sizes", {}).items()}

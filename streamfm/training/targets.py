@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -21,14 +22,14 @@ def target_values(
     target: TargetConfig,
     task: str,
     path: str | None = None,
-    first_row: int = 1,
+    lines: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(targets as float64 (classification: 0/1), mask of rows whose target is bad, the reason).
 
     A missing target column is an error for the whole batch (DataError naming the file). So is,
     for classification without `target.positive`, a label other than 0/1, -1/+1, true/false: a
     SpecError (the task is binary; skipping such rows would learn from a few classes only).
-    first_row: 1-based row number of the batch's first row in `path`, for that message.
+    lines(indices): where rows of the batch are in `path`, for that message (default: row i + 1).
     """
     idx = batch.schema.get_field_index(target.column)
     if idx < 0:
@@ -60,7 +61,8 @@ def target_values(
                 if text in ("true", "false"):
                     values[j] = float(text == "true")
                 elif text and math.isnan(values[j]):
-                    _not_binary(target, v, path, first_row + int(np.flatnonzero(codes == j)[0]))
+                    row = int(np.flatnonzero(codes == j)[0])
+                    _not_binary(target, v, path, _line(lines, row))
         y = np.array([*values, np.nan], dtype=np.float64)[codes]  # code -1 (missing): NaN
     bad = ~np.isfinite(y)
     reason = "the target is missing or not a finite number"
@@ -68,9 +70,13 @@ def target_values(
         wrong = ~bad & ~((y == 0) | (y == 1) | (y == -1))
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
-            _not_binary(target, col[i].as_py(), path, first_row + i)
+            _not_binary(target, col[i].as_py(), path, _line(lines, i))
         y = (y == 1).astype(np.float64)
     return y, bad, reason
+
+
+def _line(lines: Callable[[np.ndarray], np.ndarray] | None, i: int) -> int:
+    return int(lines(np.array([i]))[0]) if lines is not None else i + 1
 
 
 def _not_binary(target: TargetConfig, value, path: str | None, row: int) -> None:
@@ -91,14 +97,15 @@ def clean_batch(
     task: str,
     bad_rows,
     path: str | None,
-    first_row: int,
+    lines: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[pa.RecordBatch, np.ndarray]:
     """The batch without its bad rows (bad target, values a builder cannot use), and its targets.
 
     Bad rows go to `bad_rows` (a streamfm.training.badrows.BadRows: fail raises, skip counts, quarantine
-    writes them). first_row: 1-based row number of the batch's first row in `path`.
+    writes them). lines(indices): where rows of the batch are in `path` (`Reader.batch_lines`:
+    the physical line for text formats, the row number for Parquet), asked for bad rows only.
     """
-    y, bad, reason = target_values(batch, target, task, path, first_row)
+    y, bad, reason = target_values(batch, target, task, path, lines)
     reasons = np.where(bad, reason, None).astype(object)
     columns = np.where(bad, target.column, None).astype(object)
     for b in pipeline.builders:
@@ -108,6 +115,17 @@ def clean_batch(
             bad |= mask
     if not bad.any():
         return batch, y
-    bad_rows.from_batch(batch, bad, list(reasons[bad]), list(columns[bad]), path, first_row)
+    bad_rows.from_batch(batch, bad, list(reasons[bad]), list(columns[bad]), path, lines)
     keep = ~bad
     return batch.filter(pa.array(keep)), y[keep]
+
+
+def numeric_columns(pipeline: FeaturePipeline, target: TargetConfig, task: str) -> dict:
+    """Columns read as numbers whatever a file's first rows suggest (`Reader.column_types`):
+    a regression target and the columns of `numeric` builders, as float64 (text in them that
+    is not a number is a bad row, not an error of the whole file)."""
+    columns = [target.column] if task == "regression" else []
+    for b in pipeline.builders:
+        if b.kind == "numeric":
+            columns += b.columns()
+    return dict.fromkeys(columns, pa.float64())
