@@ -160,6 +160,11 @@ class ModelConfig(StrictModel):
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="drives initialisation, shuffling: everything random"
     )
+    init_from: str | None = Field(
+        None,
+        description="warm start: a model file written by `streamfm train` (any method) whose "
+        "feature vocabularies and parameters this run starts from (same features and k)",
+    )
 
 
 class GroupRegularization(StrictModel):
@@ -169,22 +174,103 @@ class GroupRegularization(StrictModel):
     factors: float | None = Field(None, ge=0.0)
 
 
-class LearnerConfig(StrictModel):
-    """Per-case stochastic gradient learner (plain SGD as in libFM, or per-coordinate AdaGrad)."""
+Method = Literal["sgd", "adagrad", "sgda", "als", "mcmc"]
+#: Methods that learn case by case from a stream (the others need all training rows at once).
+STREAMING_METHODS = ("sgd", "adagrad", "sgda")
 
-    optimizer: Literal["sgd", "adagrad"] = Field(
-        "sgd", description="sgd: libFM's per-case SGD; adagrad: per-coordinate step sizes"
+
+class McmcConfig(StrictModel):
+    """MCMC (Bayesian FM by Gibbs sampling): burn-in, the samples kept, the hyper-priors.
+
+    Hyper-prior defaults are libFM's: noise precision α ~ Gamma(alpha_0/2, gamma_0/2); per group
+    λ ~ Gamma(alpha_0/2, gamma_0/2) and μ | λ ~ N(mu_0, 1/(beta_0 λ)). w0's prior precision is
+    learner.reg_bias (0: flat, as libFM).
+    """
+
+    burn_in: int = Field(
+        0,
+        ge=0,
+        description="iterations whose samples are left out of the averaged predictions (libFM: 0)",
     )
-    learning_rate: float = Field(0.01, gt=0.0, description="sgd: ~0.01; adagrad: ~0.1")
+    samples_kept: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="thinned samples stored in the model file; predictions on new data average "
+        "over them (the holdout during training averages every sample, as libFM)",
+    )
+    thinning: int | None = Field(
+        None,
+        ge=1,
+        description="keep every n-th sample after burn_in (the latest samples_kept); null: "
+        "spread samples_kept evenly over the iterations after burn_in",
+    )
+    group_priors: bool = Field(
+        True,
+        description="one prior (μ, λ) per feature group (builder); false: one prior shared by all "
+        "features (libFM without -meta)",
+    )
+    alpha_0: float = Field(1.0, gt=0.0, description="hyper-prior shape (libFM: 1)")
+    gamma_0: float = Field(1.0, gt=0.0, description="hyper-prior rate (libFM: 1)")
+    beta_0: float = Field(1.0, gt=0.0, description="hyper-prior strength of mu_0 (libFM: 1)")
+    mu_0: float = Field(0.0, description="hyper-prior mean of the μ's (libFM: 0)")
+
+
+class SgdaConfig(StrictModel):
+    """SGDA: SGD whose per-group regularisation is learnt on a validation slice of the stream."""
+
+    validation_every: int = Field(
+        10,
+        ge=2,
+        description="every n-th row of the stream is held out from the parameter steps and used "
+        "for the regularisation steps instead",
+    )
+    validation_rows: int = Field(
+        10_000,
+        ge=1,
+        description="the regularisation steps cycle over the latest this many held-out rows",
+    )
+    reg_learning_rate: float | None = Field(
+        None, gt=0.0, description="step size of the regularisation values (null: learning_rate)"
+    )
+    steps: Literal["sgd", "adagrad"] = Field(
+        "sgd",
+        description="the parameters' step rule: sgd (Rendle's SGDA, libFM's) or adagrad "
+        "(per-coordinate rates; the λ gradient uses each coordinate's rate)",
+    )
+
+
+class LearnerConfig(StrictModel):
+    """How the parameters are learnt: per-case SGD (as libFM), AdaGrad, SGD with adaptive
+    regularisation (SGDA), alternating least squares (ALS) or Gibbs sampling (MCMC)."""
+
+    method: Method = Field(
+        "sgd",
+        description="sgd: libFM's per-case SGD; adagrad: per-coordinate step sizes; sgda: SGD "
+        "learning its per-group regularisation on held-out rows; als: coordinate descent; mcmc: "
+        "Bayesian FM by Gibbs sampling (als, mcmc: epochs are iterations over all rows, no "
+        "learning rate; not for source.follow or stdin)",
+    )
+    optimizer: Literal["sgd", "adagrad"] | None = Field(
+        None, description="older name of method (sgd or adagrad); set to method when it is one"
+    )
+    learning_rate: float = Field(0.01, gt=0.0, description="sgd, sgda: ~0.01; adagrad: ~0.1")
     schedule: Literal["constant", "invscaling"] = Field(
         "constant",
         description="invscaling: lr_t = learning_rate / (1 + decay * t) ** power_t, t = cases seen",
     )
     decay: float = Field(1e-6, ge=0.0, description="invscaling: how fast the rate falls per case")
     power_t: float = Field(0.5, ge=0.0, description="invscaling exponent")
-    reg_bias: float = Field(0.0, ge=0.0, description="L2 on the global bias w0")
-    reg_linear: float = Field(0.0, ge=0.0, description="L2 on linear weights w")
-    reg_factors: float = Field(0.01, ge=0.0, description="L2 on factors V")
+    reg_bias: float = Field(
+        0.0, ge=0.0, description="L2 on the global bias w0 (mcmc: w0's prior precision, 0 = flat)"
+    )
+    reg_linear: float = Field(
+        0.0,
+        ge=0.0,
+        description="L2 on linear weights w: per case (sgd, adagrad), on the whole-data loss "
+        "(als, as libFM's -regular), the start of the learnt values (sgda); mcmc samples it",
+    )
+    reg_factors: float = Field(0.01, ge=0.0, description="L2 on factors V (as reg_linear)")
     adagrad_init: float = Field(
         1.0,
         gt=0.0,
@@ -198,6 +284,26 @@ class LearnerConfig(StrictModel):
     clip_predictions: bool = Field(
         True, description="regression: clip predictions to the [min, max] of targets seen so far"
     )
+    mcmc: McmcConfig = Field(default_factory=McmcConfig)
+    sgda: SgdaConfig = Field(default_factory=SgdaConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_is_an_alias(cls, data):
+        """optimizer (the older key) and method name the same thing: fill one from the other."""
+        if not isinstance(data, dict):
+            return data
+        method, optimizer = data.get("method"), data.get("optimizer")
+        if method is not None and optimizer is not None and method != optimizer:
+            raise ValueError(
+                f"optimizer is the older name of method: they differ ({optimizer!r} and "
+                f"{method!r}); give method only"
+            )
+        if method is None:  # an unknown optimizer is reported as such, not as a method
+            method = optimizer if optimizer in ("sgd", "adagrad") else "sgd"
+        if optimizer is None and method in ("sgd", "adagrad"):
+            optimizer = method
+        return {**data, "method": method, "optimizer": optimizer}
 
     @model_validator(mode="after")
     def _schedule_params(self) -> LearnerConfig:

@@ -61,7 +61,7 @@ PARAM_ARRAYS = ("w0", "w", "V", "acc_w0", "acc_w", "acc_V")
 
 def check_distributable(spec: Spec) -> None:
     """SpecError naming what a distributed run cannot do with this spec."""
-    if spec.learner.optimizer not in ("sgd", "adagrad"):
+    if spec.learner.method not in ("sgd", "adagrad"):
         raise SpecError("distributed: only the sgd and adagrad learners train on a cluster")
     if spec.source.follow or spec.source.path == "-":
         raise SpecError(

@@ -17,6 +17,11 @@ its defaults are the signature's); fitted state in attributes ending with `_`. W
 scikit-learn installed (`pip install streamfm[sklearn]`) these are scikit-learn estimators
 (BaseEstimator with RegressorMixin / ClassifierMixin: pipelines, grid search, cross-validation);
 without it they keep their methods, `get_params` and `set_params`.
+
+`method` picks the learner as a spec's learner.method does (sgd, adagrad, sgda, als, mcmc;
+default: `optimizer`, its older name). ALS and MCMC learn from all rows at once (`fit` only, no
+`partial_fit`, no sample weights): `n_iter` iterations (default `epochs`); MCMC averages its
+predictions over `samples_kept` thinned samples after `burn_in` iterations.
 """
 
 from __future__ import annotations
@@ -70,8 +75,11 @@ except ImportError:  # the estimators work without scikit-learn, outside its too
 __all__ = ["FMClassifier", "FMRegressor", "NotFittedError", "expected_failed_checks"]
 
 _D = {name: f.default for name, f in EstimatorConfig.model_fields.items()}
-_MODEL_KEYS = list(ModelConfig.model_fields)
-_LEARNER_KEYS = [k for k in LearnerConfig.model_fields if k != "shuffle_buffer"]
+_MODEL_KEYS = [k for k in ModelConfig.model_fields if k != "init_from"]
+_LEARNER_KEYS = [
+    k for k in LearnerConfig.model_fields if k not in ("shuffle_buffer", "method", "mcmc", "sgda")
+]
+_MCMC_KEYS = ("burn_in", "samples_kept")
 # Parameters that estimator files written before they existed did without.
 _LEGACY_PARAMS = {"standardize": False, "features": None, "n_jobs": None}
 
@@ -84,6 +92,10 @@ class _FMBase(BaseEstimator):
         k: int = _D["k"],
         *,
         optimizer: str = _D["optimizer"],
+        method: str | None = None,
+        n_iter: int | None = None,
+        burn_in: int = 0,
+        samples_kept: int = 20,
         learning_rate: float = _D["learning_rate"],
         schedule: str = _D["schedule"],
         decay: float = _D["decay"],
@@ -105,6 +117,10 @@ class _FMBase(BaseEstimator):
     ) -> None:
         self.k = k
         self.optimizer = optimizer
+        self.method = method
+        self.n_iter = n_iter
+        self.burn_in = burn_in
+        self.samples_kept = samples_kept
         self.learning_rate = learning_rate
         self.schedule = schedule
         self.decay = decay
@@ -147,6 +163,8 @@ class _FMBase(BaseEstimator):
     # --- configuration
     def _config(self) -> EstimatorConfig:
         params = self.get_params()
+        if self.method is not None:  # method names the learner; optimizer is its old name
+            params["optimizer"] = None
         try:
             return EstimatorConfig(
                 **{k: v for k, v in params.items() if k in EstimatorConfig.model_fields}
@@ -157,7 +175,14 @@ class _FMBase(BaseEstimator):
     def _configs(self) -> tuple[ModelConfig, LearnerConfig, dict[int, GroupRegularization]]:
         cfg = self._config()
         model = ModelConfig(**{k: getattr(cfg, k) for k in _MODEL_KEYS})
-        learner = LearnerConfig(**{k: getattr(cfg, k) for k in _LEARNER_KEYS})
+        learner = {k: getattr(cfg, k) for k in _LEARNER_KEYS}
+        learner.update(method=cfg.method, optimizer=None)
+        if self.n_iter is not None:
+            learner["epochs"] = self.n_iter
+        try:
+            learner = LearnerConfig(**learner, mcmc={k: getattr(self, k) for k in _MCMC_KEYS})
+        except ValidationError as exc:
+            raise SpecError(f"{type(self).__name__}: {format_validation_error(exc)}") from None
         names = [b.name for b in self.pipeline_.builders] if self._table else []
         groups: dict[int, GroupRegularization] = {}
         for g, value in (self.group_regularization or {}).items():
@@ -420,9 +445,19 @@ class _FMBase(BaseEstimator):
         targets = self._encode(self._targets(y, n_rows), w, first=True)
         self.learners_ = self._new_learners(len(targets))
         self._make_room(self._ids_used(chunk))
-        epochs = self._config().epochs
-        for epoch in range(epochs):
-            self._pass(chunk, targets, w, epoch)
+        epochs = self.learners_[0].config.epochs
+        if not self.learners_[0].replays_rows:  # ALS, MCMC: the rows once, then iterations
+            if w is not None:
+                raise SpecError(
+                    f"{type(self).__name__}: method {self.method!r} takes no sample_weight"
+                )
+            for lrn, t in zip(self.learners_, targets, strict=True):
+                lrn.learn(chunk, t)
+                for _ in range(epochs):
+                    lrn.end_pass()
+        else:
+            for epoch in range(epochs):
+                self._pass(chunk, targets, w, epoch)
         self._finish(epochs)
         return self
 
@@ -436,7 +471,13 @@ class _FMBase(BaseEstimator):
         )
         targets = self._encode(self._targets(y, n_rows), w, first=first, **kwargs)
         if first:
-            self.learners_ = self._new_learners(len(targets))
+            learners = self._new_learners(len(targets))
+            if not learners[0].replays_rows:
+                raise SpecError(
+                    f"{type(self).__name__}: method {self.method!r} learns from all rows at "
+                    "once: use fit, or a streaming method (sgd, adagrad, sgda) for partial_fit"
+                )
+            self.learners_ = learners
         self._make_room(self._ids_used(chunk))
         self._pass(chunk, targets, w, self.n_epochs_)
         self._finish(1)
@@ -586,7 +627,8 @@ class _FMBase(BaseEstimator):
 
 
 class FMRegressor(RegressorMixin, _FMBase):
-    """Factorization machine for regression (squared loss), trained by per-case AdaGrad or SGD.
+    """Factorization machine for regression (squared loss), trained by per-case AdaGrad or SGD
+    (or SGDA, ALS, MCMC: `method`).
 
     With `standardize` (the default) the targets are learnt as (y - y_offset_) / y_scale_ and
     predictions mapped back. Predictions are clipped to the [min, max] of the training targets
@@ -639,7 +681,7 @@ class FMRegressor(RegressorMixin, _FMBase):
 
 
 class FMClassifier(ClassifierMixin, _FMBase):
-    """Factorization machine for classification (logistic loss): any two labels (numbers,
+    """Factorization machine for classification (logistic loss; ALS and MCMC: probit): any two labels (numbers,
     strings, booleans; `classes_` sorted, the second is the positive class), or 3+ classes by
     one-vs-rest (one FM per class, trained side by side with `n_jobs` threads; probabilities
     normalised to sum to 1, as scikit-learn's OneVsRestClassifier does)."""

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from streamfm.config import (
+    STREAMING_METHODS,
     GroupRegularization,
     LearnerConfig,
     ModelConfig,
@@ -24,6 +25,7 @@ from streamfm.config import (
 )
 from streamfm.errors import SpecError
 from streamfm.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from streamfm.sources.discovery import STDIN
 
 # Spec sections that must not change between a checkpoint and its resumption: they decide what
 # the model is and how each update is made. Sources, validation, output may change.
@@ -127,7 +129,8 @@ class Spec(StrictModel):
 
     source: SourceConfig
     task: Literal["regression", "classification"] = Field(
-        "regression", description="regression: squared loss; classification: logistic loss"
+        "regression",
+        description="regression: squared loss; classification: logistic loss (als, mcmc: probit)",
     )
     target: TargetConfig | None = Field(None, description="a column name, or {column, positive}")
     features: list[dict[str, Any]] = Field(
@@ -177,6 +180,17 @@ class Spec(StrictModel):
             )
         if self.validation.restore_best is None:
             self.validation.restore_best = self.validation.patience > 0
+        method = self.learner.method
+        paths = self.source.path if isinstance(self.source.path, list) else [self.source.path]
+        if method not in STREAMING_METHODS and (self.source.follow or STDIN in paths):
+            where = "source.follow" if self.source.follow else "standard input (source.path: -)"
+            raise ValueError(
+                f"learner.method: {method} needs all training rows at once (it sweeps over the "
+                f"columns of the whole training set), so it cannot learn from {where}. For "
+                "continual learning use method sgd, adagrad or sgda; or train "
+                f"{method} on files and start a streaming run from its model with "
+                "model.init_from: <its model.sfm>"
+            )
         if self.source.follow and self.learner.epochs != 1:
             raise ValueError("learner.epochs: must be 1 with source.follow (a stream is read once)")
         if self.target.positive is not None and self.task != "classification":
@@ -290,13 +304,28 @@ def spec_difference(saved: dict[str, Any], now: dict[str, Any]) -> tuple[str, An
     in the sections a resumed run must keep (`RESUME_FIXED_SECTIONS`; learner.epochs may change),
     or None."""
     for section in RESUME_FIXED_SECTIONS:
-        a, b = saved.get(section), now.get(section)
+        a, b = (
+            _with_defaults(section, saved.get(section)),
+            _with_defaults(section, now.get(section)),
+        )
         if section == "learner":  # more or fewer epochs is fine
             a, b = ({k: v for k, v in (d or {}).items() if k != "epochs"} for d in (a, b))
         diff = _first_difference(a, b, section)
         if diff is not None:
             return diff
     return None
+
+
+def _with_defaults(section: str, dumped: Any) -> Any:
+    """A dumped model or learner section as today's code dumps it (keys added since the
+    checkpoint was written get their defaults; optimizer and method are one setting)."""
+    config = {"model": ModelConfig, "learner": LearnerConfig}.get(section)
+    if config is None or not isinstance(dumped, dict):
+        return dumped
+    try:
+        return config(**dumped).model_dump(mode="json")
+    except ValidationError:
+        return dumped
 
 
 def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:

@@ -17,9 +17,12 @@ from streamfm.errors import DataError
 from streamfm.features.base import Block
 from streamfm.features.keyindex import KeyIndex, grow_attribute
 
-# Id given to keys never seen in training when predicting: the prediction kernel ignores ids at or
-# beyond the number of seen features, so such non-zeros contribute nothing.
+# Id given to keys never seen in training when predicting: UNSEEN_ID - g for a key of group g.
+# The prediction kernels ignore ids at or beyond the number of seen features, so such non-zeros
+# contribute nothing, except that MCMC gives them their group's prior mean
+# (learners/coordinate_learner.py); hence no real id reaches the top MAX_GROUPS ids.
 UNSEEN_ID = MAX_FEATURE_ID
+MAX_GROUPS = 1 << 12
 
 
 class FeatureSpace:
@@ -37,6 +40,8 @@ class FeatureSpace:
         """Register a group (one builder) and reserve `reserve` fixed ids for it; returns its index."""
         if name in self.groups:
             raise ValueError(f"feature group {name!r} exists already")
+        if len(self.groups) >= MAX_GROUPS:
+            raise ValueError(f"more than {MAX_GROUPS} feature groups")
         g = len(self.groups)
         self.groups.append(name)
         self._index.append(KeyIndex())
@@ -46,8 +51,10 @@ class FeatureSpace:
 
     def _allocate(self, n: int, group: int | np.ndarray) -> int:
         base = self.n_ids
-        if base + n > MAX_FEATURE_ID:
-            raise DataError(f"more than {MAX_FEATURE_ID} features: use hashed features")
+        if base + n > MAX_FEATURE_ID - MAX_GROUPS:
+            raise DataError(
+                f"more than {MAX_FEATURE_ID - MAX_GROUPS} features: use hashed features"
+            )
         self.n_ids += n
         grow_attribute(self, "id_group", self.n_ids)
         self.id_group[base : base + n] = group
@@ -66,7 +73,7 @@ class FeatureSpace:
     def to_chunk(self, blocks: list[Block], groups: list[int], *, training: bool) -> CSRChunk:
         """Map every block's keys/ids to global ids and merge the blocks row-wise into one chunk.
 
-        training=True allocates ids for new keys; training=False maps them to UNSEEN_ID.
+        training=True allocates ids for new keys; training=False maps them to UNSEEN_ID - group.
         """
         n_rows = blocks[0].n_rows if blocks else 0
         mapped: list[np.ndarray] = []
@@ -103,8 +110,8 @@ class FeatureSpace:
 
     def _allocate_new(self, blocks, mapped, pending, training: bool) -> None:
         if not training:
-            for b, _g, _arr, found in pending:
-                mapped[b] = np.where(found.label >= 0, UNSEEN_ID, found.ids)
+            for b, g, _arr, found in pending:
+                mapped[b] = np.where(found.label >= 0, UNSEEN_ID - g, found.ids)
             return
         # Order of first sight in a row-by-row read: (row, block, position in row).
         rows, blk, pos = [], [], []

@@ -3,12 +3,18 @@
 A learner owns the FM parameters (`params`) and everything that decides its next update. The
 loop makes room for new feature ids (`params.ensure_features`, with their groups in
 `params.group`), then hands it built chunks; learners differ in how they learn, not in how they
-are driven. Adding a learner: implement the protocol, register its class in `LEARNERS`.
+are driven. Adding a learner: implement the protocol, register its class in `learner_class`.
+
+Learners that do not learn case by case (ALS, MCMC: they sweep over all training rows at once)
+tell the loop so through the capability hooks below; `LearnerHooks` gives every hook the
+behaviour of a case-by-case learner, so SGD needs none of them and the loop holds no code for
+any one method.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -22,6 +28,10 @@ class Learner(Protocol):
 
     params: FMParams
     task: str
+    #: False: the learner takes every training row once (`learn` in the first epoch) and learns
+    #: at the end of each epoch (`end_pass`); the loop then reads no rows in later epochs (no
+    #: chunk cache, no rebuild) and records no progressive metrics for it.
+    replays_rows: bool
 
     def learn(self, chunk: CSRChunk, y: np.ndarray) -> np.ndarray:
         """Learn from the chunk's rows (y: float64 targets, 0/1 for classification); returns the
@@ -41,22 +51,75 @@ class Learner(Protocol):
         ...
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able values and numpy arrays (possibly views of live state)."""
+        """JSON-able values and numpy arrays (possibly views of live state): the model, as a
+        model file holds it, and what decides the next update."""
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         ...
 
+    # --- capability hooks (defaults in LearnerHooks)
+    def set_storage(self, folder: Path | None) -> None:
+        """Where the learner may keep on-disk data of a training run (the run's cache folder;
+        None: in memory). Called by the loop before the first chunk and before a resume."""
+        ...
+
+    def end_pass(self) -> dict[str, Any]:
+        """Called by the loop after the last chunk of every epoch, before the epoch's record.
+        Returns extra fields for that record (e.g. ``iteration``, ``train_rmse``)."""
+        ...
+
+    def predict_holdout(self, chunk: CSRChunk, start: int) -> np.ndarray:
+        """Predictions for rows start .. start + n_rows - 1 of the holdout, during training (the
+        holdout is always visited in the same order, from row 0). A sample-averaging learner adds
+        its current sample to per-row sums (once per sample) and returns the running averages,
+        as libFM does; others return `predict(chunk)`."""
+        ...
+
+    def training_parts(self) -> dict[str, Any]:
+        """Stateful parts of a training run that belong to the learner but not to its model file
+        (on-disk training rows, holdout sums): name -> object with state_dict/load_state_dict.
+        The loop checkpoints them as ``learner_<name>``."""
+        ...
+
+    def end_training(self) -> None:
+        """The run is complete (its final checkpoint written): release on-disk data."""
+        ...
+
+
+class LearnerHooks:
+    """Defaults of the capability hooks: those of a case-by-case learner (SGD)."""
+
+    replays_rows: ClassVar[bool] = True
+
+    def set_storage(self, folder: Path | None) -> None:
+        pass
+
+    def end_pass(self) -> dict[str, Any]:
+        return {}
+
+    def predict_holdout(self, chunk: CSRChunk, start: int) -> np.ndarray:
+        return self.predict(chunk)  # type: ignore[attr-defined]
+
+    def training_parts(self) -> dict[str, Any]:
+        return {}
+
+    def end_training(self) -> None:
+        pass
+
 
 def learner_class(method: str) -> type:
-    """The learner class implementing `learner.optimizer` / method `method`."""
-    from streamfm.learners.sgd import SGDLearner
-
-    for cls in (SGDLearner,):
-        if method in cls.methods:
-            return cls
-    raise ValueError(f"unknown learning method {method!r}")
+    """The learner class implementing `learner.method` `method` (only its module is imported)."""
+    if method in ("sgd", "adagrad"):
+        from streamfm.learners.sgd import SGDLearner as cls
+    elif method == "sgda":
+        from streamfm.learners.sgda import SGDALearner as cls
+    elif method in ("als", "mcmc"):
+        from streamfm.learners.coordinate_learner import CoordinateLearner as cls
+    else:
+        raise ValueError(f"unknown learning method {method!r}")
+    return cls
 
 
 def make_learner(
@@ -66,5 +129,17 @@ def make_learner(
     group_regularization: dict[int, GroupRegularization] | None = None,
 ) -> Learner:
     """A new learner for the spec's model, learner and task sections."""
-    cls = learner_class(learner.optimizer)
+    cls = learner_class(learner.method)
     return cls(model, learner, task=task, group_regularization=group_regularization)
+
+
+def warm_start(learner: Learner, saved: dict[str, Any]) -> None:
+    """Start `learner` from the parameters of a saved learner state (any method): w0, w, V and
+    the feature groups, and the range of targets seen (clipping). The step rule's state
+    (AdaGrad's sums), counters and samples start afresh. ValueError if k differs."""
+    learner.params.load_values(saved["params"])
+    lo_hi = saved.get("target_range")
+    target_range = getattr(learner, "target_range", None)
+    if lo_hi is not None and target_range is not None:
+        lo, hi = lo_hi
+        target_range[:] = [np.inf if lo is None else lo, -np.inf if hi is None else hi]

@@ -93,7 +93,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 from numba import njit
 
 from streamfm.learners.sampling import (
@@ -666,6 +665,8 @@ def design_arrays(X) -> tuple[np.ndarray, ...]:
     Returns (indptr int64, indices int32, values float32, col_ptr int64, row_index int32 (int64
     beyond 2^31 - 1 rows), col_values float32), with duplicate entries summed and indices sorted.
     """
+    import scipy.sparse as sp  # here: the training loop's learners never need scipy
+
     X = sp.csr_matrix(X, copy=True)
     X.sum_duplicates()
     X.sort_indices()
@@ -761,6 +762,8 @@ def fit_coordinate(
     if method not in METHODS or task not in TASKS:
         raise ValueError(f"method must be in {list(METHODS)}, task in {list(TASKS)}")
     m, t = METHODS[method], TASKS[task]
+    import scipy.sparse as sp
+
     X = sp.csr_matrix(X)
     n, p = X.shape
     y = np.ascontiguousarray(y, dtype=np.float64)

@@ -40,9 +40,13 @@ def all_finite(array: np.ndarray) -> bool:
 
 
 class FMParams:
-    """w0 (shape (1,)), w (capacity,), V (capacity, k), all float32; feature group per id (int32).
+    """w0 (shape (1,)), w (capacity,), V (capacity, k), all float32 (or `dtype`: ALS and MCMC
+    keep float64); feature group per id (int32).
 
-    With AdaGrad, acc_w0 / acc_w / acc_V hold the per-coordinate sums of squared gradients.
+    With `random_w`, w starts N(0, init_std²) by (seed, id) too (libFM's start for ALS and MCMC;
+    otherwise w starts at 0). With `adagrad`, acc_w0 / acc_w / acc_V (float32) hold
+    per-coordinate step-rule state shaped like the parameters, starting at `adagrad_init`:
+    AdaGrad's sums of squared gradients, or SGDA's last gradients (started at 0).
     """
 
     def __init__(
@@ -54,8 +58,12 @@ class FMParams:
         adagrad: bool = False,
         adagrad_init: float = 1.0,
         capacity: int = MIN_CAPACITY,
+        dtype=PARAM_DTYPE,
+        random_w: bool = False,
     ) -> None:
         self.k = int(k)
+        self.dtype = np.dtype(dtype)
+        self.random_w = bool(random_w)
         self.seed = int(seed)
         self.init_std = float(init_std)
         self.adagrad = bool(adagrad)
@@ -65,7 +73,7 @@ class FMParams:
     def _reset(self, capacity: int) -> None:
         """Initial parameters, no feature seen, `capacity` rows allocated."""
         self.n_features = 0
-        self.w0 = np.zeros(1, dtype=PARAM_DTYPE)
+        self.w0 = np.zeros(1, dtype=self.dtype)
         # Plain SGD keeps empty accumulators: the kernels take the same arrays either way.
         self.acc_w0 = np.full(1, self.adagrad_init if self.adagrad else 0.0, dtype=PARAM_DTYPE)
         self.w = None
@@ -81,7 +89,7 @@ class FMParams:
         acc = self.adagrad
         for name, shape, fill in (
             ("V", (self.k,), None),
-            ("w", (), 0.0),
+            ("w", (), "random" if self.random_w else 0.0),
             ("group", (), 0),
             ("acc_V", (self.k,), self.adagrad_init if acc else None),
             ("acc_w", (), self.adagrad_init if acc else None),
@@ -90,12 +98,15 @@ class FMParams:
                 setattr(self, name, np.zeros((0, *shape), dtype=PARAM_DTYPE))
                 continue
             old = getattr(self, name, None)
-            new = np.empty((capacity, *shape), dtype=np.int32 if name == "group" else PARAM_DTYPE)
+            dtype = {"group": np.int32, "V": self.dtype, "w": self.dtype}.get(name, PARAM_DTYPE)
+            new = np.empty((capacity, *shape), dtype=dtype)
             if old is not None and old_rows:
                 new[:old_rows] = old[:old_rows]
+            ids = np.arange(old_rows, capacity, dtype=np.int64)
             if fill is None:
-                ids = np.arange(old_rows, capacity, dtype=np.int64)
                 self._initial_factors_into(ids, new[old_rows:])
+            elif fill == "random":
+                new[old_rows:] = self.init_std * normal_by_id(self.seed, ids, 1, stream=1)[:, 0]
             else:
                 new[old_rows:] = fill
             setattr(self, name, None)
@@ -110,7 +121,7 @@ class FMParams:
     def initial_factors(self, ids: np.ndarray) -> np.ndarray:
         """Initial V rows for feature `ids`: N(0, init_std²), a function of (seed, id) only."""
         ids = np.asarray(ids)
-        out = np.empty((len(ids), self.k), dtype=PARAM_DTYPE)
+        out = np.empty((len(ids), self.k), dtype=self.dtype)
         self._initial_factors_into(ids, out)
         return out
 
@@ -152,8 +163,9 @@ class FMParams:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned; ValueError if the arrays do not fit these
-        parameters (k, optimiser state) or are not what `state_dict` writes: float32 values
-        (int32 groups, >= 0) of the right shapes, all finite (accumulators > 0).
+        parameters (k, optimiser state) or are not what `state_dict` writes: values of this
+        dtype (accumulators float32, groups integers >= 0) of the right shapes, all finite
+        (AdaGrad accumulators > 0).
 
         Arrays that are not views of others (as read from a file, or copied) are adopted as
         they are (capacity = the saved rows), so that loading does not hold the parameters
@@ -176,17 +188,20 @@ class FMParams:
             if name == "group":
                 if arr.dtype.kind not in "iu" or (n and int(arr.min()) < 0):
                     raise ValueError(f"group must hold non-negative integers, not {arr.dtype}")
-            elif arr.dtype != PARAM_DTYPE:
-                raise ValueError(f"{name} has dtype {arr.dtype}, expected float32")
+            elif arr.dtype != (PARAM_DTYPE if name.startswith("acc") else self.dtype):
+                want_dtype = PARAM_DTYPE if name.startswith("acc") else self.dtype
+                raise ValueError(f"{name} has dtype {arr.dtype}, expected {want_dtype}")
             elif not all_finite(arr):
                 raise ValueError(f"{name} holds NaN or infinite values")
-            elif name.startswith("acc") and not _finite_and_above(
-                np.ascontiguousarray(arr).reshape(-1), 0.0, True
+            elif (
+                name.startswith("acc")
+                and self.adagrad_init > 0
+                and not _finite_and_above(np.ascontiguousarray(arr).reshape(-1), 0.0, True)
             ):
                 raise ValueError(f"{name} holds values <= 0 (AdaGrad accumulators are positive)")
             checked[name] = arr
         self.n_features = 0
-        self.w0 = checked["w0"].copy()
+        self.w0 = checked["w0"].astype(self.dtype)
         self.acc_w0 = (
             checked["acc_w0"].copy() if self.adagrad else np.full(1, 0.0, dtype=PARAM_DTYPE)
         )
@@ -197,7 +212,7 @@ class FMParams:
                 setattr(self, name, np.empty((0, self.k) if name == "acc_V" else 0, PARAM_DTYPE))
                 continue
             arr = checked[name]
-            dtype = np.int32 if name == "group" else PARAM_DTYPE
+            dtype = {"group": np.int32, "V": self.dtype, "w": self.dtype}.get(name, PARAM_DTYPE)
             own = arr.base is None and arr.flags.owndata and arr.flags.writeable
             if own and arr.flags.c_contiguous and arr.dtype == dtype:
                 setattr(self, name, arr)
@@ -205,3 +220,19 @@ class FMParams:
                 setattr(self, name, np.ascontiguousarray(arr, dtype=dtype).copy())
         self.n_features = n
         self._allocate(MIN_CAPACITY)  # capacity beyond the saved rows: initialised by id
+
+    def load_values(self, state: dict[str, Any]) -> None:
+        """Take w0, w, V and the groups of another learner's parameters (a `state_dict`, any
+        dtype or optimiser): a warm start. The step rule's state starts afresh.
+
+        ValueError if k differs."""
+        V = np.asarray(state["V"])
+        n = int(state["n_features"])
+        if V.shape != (n, self.k):
+            raise ValueError(f"the saved factors have shape {V.shape}, this model has k={self.k}")
+        self._reset(max(n, MIN_CAPACITY))
+        self.n_features = n
+        self.w0[:] = state["w0"]
+        self.w[:n] = state["w"]
+        self.V[:n] = V
+        self.group[:n] = state["group"]

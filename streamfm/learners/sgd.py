@@ -18,6 +18,7 @@ from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk
 from streamfm.errors import DivergenceError
 from streamfm.learners import losses, steps
+from streamfm.learners.base import LearnerHooks
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import predict_csr, score_row
 
@@ -224,7 +225,7 @@ WEIGHTED_KERNELS = {
 }
 
 
-class SGDLearner:
+class SGDLearner(LearnerHooks):
     """Per-case SGD (or AdaGrad) on a growing FM, one chunk at a time (the `Learner` protocol).
 
     State that decides the next update: the parameters with the step rule's accumulators, the

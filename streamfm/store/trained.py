@@ -3,7 +3,7 @@ parameters); predictions and evaluation on new data; the model file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from streamfm.config import GroupRegularization, SourceConfig, format_validation
 from streamfm.csr import CSRChunk
 from streamfm.errors import CheckpointError, DataError, SpecError
 from streamfm.features.pipeline import FeaturePipeline
-from streamfm.learners.base import Learner, make_learner
+from streamfm.learners.base import Learner, make_learner, warm_start
 from streamfm.metrics import make_metric
 from streamfm.sources import open_source
 from streamfm.spec import Spec, parse_spec
@@ -160,14 +160,18 @@ class TrainedModel:
         self,
         source: SourceConfig | list[tuple[CSRChunk, np.ndarray]],
         metrics: tuple[str, ...] | None = None,
+        predict: Callable[[CSRChunk, int], np.ndarray] | None = None,
     ) -> dict[str, float]:
-        """Exact metrics on a source holding the target column (or on already built chunks)."""
+        """Exact metrics on a source holding the target column (or on already built chunks).
+
+        `predict(chunk, first_row)` replaces the learner's `predict` (the training loop passes
+        `learner.predict_holdout`)."""
         names = metrics or self.spec.metric_names()
         found = [make_metric(n, exact=True) for n in names]
         chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
         n = 0
         for chunk, y in chunks:
-            pred = self.learner.predict(chunk)
+            pred = self.learner.predict(chunk) if predict is None else predict(chunk, n)
             for m in found:
                 m.update(y, pred)
             n += chunk.n_rows
@@ -201,6 +205,29 @@ class TrainedModel:
             "summary": self.summary,
         }
         save_model_file(path, meta, self.state_dict())
+
+    def warm_start(self, path: str | Path) -> None:
+        """Start from the model file `path` (written by `streamfm train`, any method): its
+        feature vocabularies and builder states, and its parameters (`learners.base.warm_start`).
+        SpecError naming model.init_from when it does not fit this spec."""
+        meta, state = read_model_file(path)
+        where = f"model.init_from: {path}"
+        if meta.get("kind") != "pipeline":
+            raise SpecError(
+                f"{where} holds a {meta.get('kind')} saved by the Python API; a warm start needs "
+                "a model written by `streamfm train`"
+            )
+        task = meta.get("spec", {}).get("task", "regression")
+        if task != self.task:
+            raise SpecError(f"{where} was trained for {task}, this spec is for {self.task}")
+        try:
+            self.pipeline.load_state_dict(state["features"])
+            warm_start(self.learner, state["learner"])
+        except (SpecError, ValueError) as exc:
+            raise SpecError(
+                f"{where} does not fit this spec ({exc}): a warm start needs the same features "
+                "and model.k"
+            ) from None
 
     @classmethod
     def from_spec(cls, spec: Spec) -> TrainedModel:

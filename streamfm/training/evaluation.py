@@ -41,8 +41,11 @@ class Evaluation:
         val = self.spec.validation
         if val.source is None:
             return {}
-        self.model.learner.check_finite()
-        scores = self.model.evaluate(self._holdout_data(kind, epoch))
+        learner = self.model.learner
+        learner.check_finite()
+        scores = self.model.evaluate(
+            self._holdout_data(kind, epoch), predict=learner.predict_holdout
+        )
         self._early_stopping(scores[val.metric])
         return {f"holdout_{n}": v for n, v in scores.items() if n != "rows"}
 

@@ -63,6 +63,9 @@ class Trainer:
         self.pipeline, self.learner = self.model.pipeline, self.model.learner
         self.columns = list(dict.fromkeys([*self.pipeline.columns(), spec.target.column]))
         self.checkpointer = Checkpointer(spec.checkpoint_dir(), spec.checkpoint.keep)
+        # A learner that keeps on-disk data of the run (ALS, MCMC: the training rows) keeps it in
+        # the cache folder.
+        self.learner.set_storage(self._cache_folder() / "learner")
         # --- the parts of the run state (all checkpointed)
         self.run = RunState(next_eval=spec.validation.every_rows or None)
         self.evaluation = Evaluation(spec, self.model)
@@ -81,6 +84,7 @@ class Trainer:
         self._start = 0.0
         self._last_progress = 0.0
         self._last_ckpt_rows = 0
+        self._last_ckpt_epoch = 0
         self._last_ckpt_time = 0.0
         self._known_rows: int | None = None
         self._rows_estimated = False
@@ -109,17 +113,21 @@ class Trainer:
             parts["cache"] = self.cache
         if self.shuffle is not None:
             parts["shuffle"] = self.shuffle
+        for name, part in self.learner.training_parts().items():
+            parts[f"learner_{name}"] = part
         return parts
 
     # ----------------------------------------------------------------------------- set-up
+    def _cache_folder(self) -> Path:
+        return Path(self.spec.cache.dir) if self.spec.cache.dir else self.spec.checkpoint_dir()
+
     def _make_cache(self) -> ChunkCache | None:
         enabled = self.spec.cache.enabled
         if enabled is None:
             enabled = self.spec.learner.epochs > 1
-        if not enabled or self.spec.learner.epochs == 1:
+        if not enabled or self.spec.learner.epochs == 1 or not self.learner.replays_rows:
             return None
-        folder = Path(self.spec.cache.dir) if self.spec.cache.dir else self.spec.checkpoint_dir()
-        return ChunkCache(folder / "chunks.npy")
+        return ChunkCache(self._cache_folder() / "chunks.npy")
 
     def _new_shuffle(self) -> ShuffleWindow | None:
         size = self.spec.learner.shuffle_buffer
@@ -185,12 +193,14 @@ class Trainer:
 
     def _run_locked(self) -> TrainResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.resume:
-            self._restore_latest()
+        restored = self._restore_latest() if self.resume else False
+        if not restored and self.spec.model.init_from:
+            self._warm_start(self.spec.model.init_from)
         self._known_rows = self._source_rows()
         self._start = time.perf_counter()
         self._last_ckpt_time = time.monotonic()
         self._last_ckpt_rows = self.run.rows_learnt
+        self._last_ckpt_epoch = self.run.epoch
         with stop_on_signals(self._stop):
             try:
                 while not self.run.complete and not self._stop.is_set():
@@ -232,6 +242,8 @@ class Trainer:
 
     def _epoch_stream(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
         """This epoch's (chunk, y) from where the run stands, through the shuffle window."""
+        if self.run.epoch > 0 and not self.learner.replays_rows:
+            return  # the learner took every row in the first epoch
         replaying = self.run.epoch > 0 and self.cache is not None
         chunks = self._replayed() if replaying else self._read()
         if self.shuffle is None:
@@ -357,12 +369,18 @@ class Trainer:
             self._learnt_nothing = True
             self.run.complete = True
             return
+        extra = self.learner.end_pass()
         history = self.evaluation.history
         last = history[-1] if history else None
-        if last and last["kind"] == "cadence" and last["rows"] == self.run.rows_learnt:
+        if (
+            not extra
+            and last
+            and last["kind"] == "cadence"
+            and last["rows"] == self.run.rows_learnt
+        ):
             last["kind"] = "epoch"  # evaluated right at the epoch's end: that is its record
         else:
-            self._record(kind="epoch")
+            self._record(kind="epoch", extra=extra)
         if self.evaluation.stopped_early or self.run.epoch + 1 >= self.spec.learner.epochs:
             self.run.complete = True
             return
@@ -387,8 +405,9 @@ class Trainer:
         epochs = self.spec.learner.epochs
         per_epoch = run.rows_read if run.epoch > 0 else self._known_rows
         rate = run.rows_learnt / seconds
+        passes = epochs if self.learner.replays_rows else 1  # rows read once
         eta = (
-            max(per_epoch * epochs - run.rows_learnt, 0) / rate if per_epoch and rate > 0 else None
+            max(per_epoch * passes - run.rows_learnt, 0) / rate if per_epoch and rate > 0 else None
         )
         metric = self.spec.metric_names()[0]
         shown = self.window[metric] if self.window else self.progressive[metric]
@@ -400,18 +419,22 @@ class Trainer:
             "metric": ("window_" if self.window else "") + metric,
             "value": shown.value(),
             "eta_seconds": eta,
-            "total_rows": per_epoch * epochs if per_epoch else None,
+            "total_rows": per_epoch * passes if per_epoch else None,
             "total_estimated": self._rows_estimated and run.epoch == 0,
         }
 
-    def _record(self, kind: str) -> None:
+    def _record(self, kind: str, extra: dict[str, Any] | None = None) -> None:
+        # Progressive metrics are predictions made before each case's update: only a learner
+        # that learns case by case has them.
+        progressive = self.learner.replays_rows
         rec: dict[str, Any] = {
             "kind": kind,
             "epoch": self.run.epoch + 1,
             "rows": self.run.rows_learnt,
             "seconds": round(time.perf_counter() - self._start, 3),
-            **self.progressive.values(),
-            **{f"window_{n}": v for n, v in self.window.values().items()},
+            **(self.progressive.values() if progressive else {}),
+            **{f"window_{n}": v for n, v in self.window.values().items() if progressive},
+            **(extra or {}),
             **self.evaluation.holdout_scores(kind, self.run.epoch),
         }
         if self.evaluation.stopped_early:
@@ -452,6 +475,7 @@ class Trainer:
             # The final checkpoint keeps the training state (not the restored best model), so a
             # later --resume (new files, follow mode) continues learning where this run stopped.
             self.write_checkpoint()
+        self.learner.end_training()
         if self.cache is not None:
             self.cache.remove()
         self.evaluation.restore_best()
@@ -487,7 +511,8 @@ class Trainer:
         learnt = self.run.rows_learnt
         due_rows = c.every_rows and learnt - self._last_ckpt_rows >= c.every_rows
         due_time = c.every_seconds and time.monotonic() - self._last_ckpt_time >= c.every_seconds
-        if force or due_rows or (due_time and learnt > self._last_ckpt_rows):
+        progress = learnt > self._last_ckpt_rows or self.run.epoch > self._last_ckpt_epoch
+        if force or due_rows or (due_time and progress):
             self.write_checkpoint()
             if c.publish:
                 self.model.history = self.evaluation.history
@@ -501,17 +526,26 @@ class Trainer:
         state["spec"] = self.spec.model_dump(mode="json")
         path = self.checkpointer.write(state)
         self._last_ckpt_rows = self.run.rows_learnt
+        self._last_ckpt_epoch = self.run.epoch
         self._last_ckpt_time = time.monotonic()
         return path
 
-    def _restore_latest(self) -> None:
+    def _warm_start(self, path: str) -> None:
+        """model.init_from: start from a saved model's vocabularies and parameters."""
+        self.model.warm_start(path)
+        self.rebuild.initial = copy_state([b.state_dict() for b in self.pipeline.builders])
+        self._sync_features()
+        self.notes.append(f"warm start from {path} ({self.learner.params.n_features:,} features)")
+
+    def _restore_latest(self) -> bool:
+        """Load the latest good checkpoint; False if there is none."""
         ck = self.checkpointer.latest_good()
         self.notes.extend(self.checkpointer.warnings)
         if ck is None:
             self.notes.append(
                 f"no checkpoint in {self.checkpointer.dir}: starting from the beginning"
             )
-            return
+            return False
         state = ck.state
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{ck.path} is not a streamfm checkpoint")
@@ -542,7 +576,7 @@ class Trainer:
         if current and current["path"] == STDIN:
             run.stream["current"] = None
         if run.complete:
-            if self.spec.learner.epochs > 1:
+            if self.spec.learner.epochs > 1 or not self.learner.replays_rows:
                 self.notes.append(f"the run in {ck.path} was complete: nothing to do")
             else:
                 # A finished single-pass run: go on with files that were not there before.
@@ -559,6 +593,7 @@ class Trainer:
         self.notes.append(
             f"resumed from {ck.path} at {run.rows_learnt:,} learnt rows (epoch {run.epoch + 1})"
         )
+        return True
 
 
 def train(
