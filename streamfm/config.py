@@ -318,8 +318,10 @@ class EstimatorConfig(ModelConfig, LearnerConfig):
     learning_rate and init_std on validation splits, see benchmarks/estimators.py), and how an
     estimator reads its X."""
 
-    optimizer: Literal["sgd", "adagrad"] = Field(
-        "adagrad", description="sgd: libFM's per-case SGD; adagrad: per-coordinate step sizes"
+    optimizer: Literal["sgd", "adagrad"] | None = Field(
+        "adagrad",
+        description="sgd: libFM's per-case SGD; adagrad: per-coordinate step sizes (None when "
+        "method names another learner)",
     )
     learning_rate: float = Field(0.1, gt=0.0, description="sgd: ~0.01; adagrad: ~0.1")
     init_std: float = Field(0.01, ge=0.0, description="std of the Gaussian initial factors")
