@@ -90,7 +90,18 @@ def test_same_spec_same_model(data, tmp_path, client):
     np.testing.assert_array_equal(a.model.learner.params.V, b.model.learner.params.V)
 
 
-def test_a_killed_worker_does_not_lose_the_run(data, tmp_path, client):
+@pytest.fixture()
+def own_client():
+    """A cluster of its own for a test that kills a worker (the shared one stays whole: a
+    restarting worker on a loaded machine made later tests of the module wait for it)."""
+    c, cluster = connect("local:2", 2)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def test_a_killed_worker_does_not_lose_the_run(data, tmp_path, own_client):
+    client = own_client
     ref = DistributedTrainer(spec_of(data, tmp_path / "ref", epochs=1), client).train()
 
     def kill_one(trainer, round_number):
