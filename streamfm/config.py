@@ -119,6 +119,14 @@ class SourceConfig(StrictModel):
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
     batch_size: int = Field(65536, gt=0, description="rows per batch (at most)")
+    prefetch: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="batches read, parsed and built in a background thread ahead of the learner "
+        "(0: off; off anyway with follow, standard input and validation.every_rows); the model "
+        "is the same either way",
+    )
     on_bad_rows: Literal["fail", "skip", "quarantine"] = Field(
         "fail",
         description="a malformed row: stop with file/row/reason, skip it (counted), or skip it and "

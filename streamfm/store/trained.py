@@ -95,14 +95,15 @@ class TrainedModel:
 
         return explain(self, data)
 
-    def sync_features(self) -> None:
+    def sync_features(self, n_ids: int | None = None) -> None:
         """Make room in the parameters for ids the feature space allocated since the last chunk
-        (with their feature groups)."""
+        (with their feature groups): up to `n_ids` (default: every id allocated so far)."""
         space, params = self.pipeline.space, self.learner.params
+        n = space.n_ids if n_ids is None else n_ids
         seen = params.n_features
-        if space.n_ids > seen:
-            params.ensure_features(space.n_ids)
-            params.group[seen : space.n_ids] = space.id_group[seen : space.n_ids]
+        if n > seen:
+            params.ensure_features(n)
+            params.group[seen:n] = space.id_group[seen:n]
 
     def _with_columns(self, table: pa.Table) -> pa.Table:
         """`table`, checked to hold every column the builders read."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from streamfm.store.trained import TrainedModel
 from streamfm.training.badrows import BadRows
 from streamfm.training.evaluation import Evaluation, write_history
 from streamfm.training.lock import DirectoryLock, remove_stale_temp_files
+from streamfm.training.prefetch import Prefetcher, ReadAhead
 from streamfm.training.replay import ChunkCache, Rebuild
 from streamfm.training.runstate import RunState
 from streamfm.training.shuffle import ShuffleWindow
@@ -79,7 +81,14 @@ class Trainer:
             names if spec.output.window_rows else (), window=spec.output.window_rows
         )
         self.shuffle = self._new_shuffle()
+        self.read_ahead = ReadAhead()
         # --- not checkpointed
+        self._prefetch_depth = self._prefetch_depth_of(spec)
+        self._prefetcher: Prefetcher | None = None
+        self._paused = False
+        # Feature-space size after the latest chunk handed to the learner (None: sequential
+        # reading, the space is where the learner is).
+        self._ids_read: int | None = None
         self._stop = threading.Event()
         self._start = 0.0
         self._last_progress = 0.0
@@ -113,6 +122,8 @@ class Trainer:
             parts["cache"] = self.cache
         if self.shuffle is not None:
             parts["shuffle"] = self.shuffle
+        if self._prefetch_depth:
+            parts["read_ahead"] = self.read_ahead
         for name, part in self.learner.training_parts().items():
             parts[f"learner_{name}"] = part
         return parts
@@ -128,6 +139,16 @@ class Trainer:
         if not enabled or self.spec.learner.epochs == 1 or not self.learner.replays_rows:
             return None
         return ChunkCache(self._cache_folder() / "chunks.npy")
+
+    @staticmethod
+    def _prefetch_depth_of(spec: Spec) -> int:
+        """Batches to read ahead: source.prefetch, or 0 where reading ahead would change what
+        the run does (follow mode and standard input check for checkpoints while waiting for
+        rows; a cadence evaluation would see features of rows not learnt yet)."""
+        paths = spec.source.path if isinstance(spec.source.path, list) else [spec.source.path]
+        if spec.source.follow or STDIN in paths or spec.validation.every_rows:
+            return 0
+        return spec.source.prefetch
 
     def _new_shuffle(self) -> ShuffleWindow | None:
         size = self.spec.learner.shuffle_buffer
@@ -216,6 +237,7 @@ class Trainer:
                 self._checkpoint_before_failing()
                 raise
             finally:
+                self._stop_prefetch()
                 self.bad.close()
                 if self.cache is not None:
                     self.cache.finish()
@@ -245,7 +267,12 @@ class Trainer:
         if self.run.epoch > 0 and not self.learner.replays_rows:
             return  # the learner took every row in the first epoch
         replaying = self.run.epoch > 0 and self.cache is not None
-        chunks = self._replayed() if replaying else self._read()
+        if replaying:
+            chunks = self._replayed()
+        elif self._prefetch_depth:
+            chunks = self._prefetched()
+        else:
+            chunks = self._read()
         if self.shuffle is None:
             yield from chunks
             return
@@ -323,6 +350,28 @@ class Trainer:
                 self.cache.append(chunk, y)
             yield chunk, y
 
+    def _prefetched(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+        """`_read` running up to source.prefetch batches ahead in a background thread (pyarrow
+        and the numba builders release the GIL): the same chunks in the same order. Chunks read
+        ahead by an interrupted run (checkpoint part `read_ahead`) come first."""
+        for chunk, y, n_ids in self.read_ahead.take():
+            self._ids_read = n_ids
+            yield chunk, y
+        space = self.pipeline.space
+        built = ((chunk, y, space.n_ids) for chunk, y in self._read())
+        self._prefetcher = Prefetcher(built, self._prefetch_depth)
+        for chunk, y, n_ids in self._prefetcher:
+            self._ids_read = n_ids
+            yield chunk, y
+        self._stop_prefetch()
+
+    def _stop_prefetch(self) -> None:
+        """Stop the reading thread; what it read ahead is kept for the next checkpoint."""
+        if self._prefetcher is not None:
+            pending = self._prefetcher.close()
+            self._prefetcher = None
+            self.read_ahead.items.extend(pending)
+
     def _replayed(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
         pos = self.run.replay
         for chunk, y, n_chunks, n_bytes in self.cache.replay(pos["chunks"], pos["bytes"]):
@@ -330,8 +379,9 @@ class Trainer:
             yield chunk, y
 
     def _sync_features(self) -> None:
-        """Make room in the parameters for ids the feature space allocated since the last chunk."""
-        self.model.sync_features()
+        """Make room in the parameters for ids the feature space allocated since the last chunk
+        (reading ahead: up to the last chunk handed to the learner)."""
+        self.model.sync_features(self._ids_read)
 
     def _learn(self, chunk: CSRChunk, y: np.ndarray) -> None:
         self._sync_features()
@@ -513,14 +563,40 @@ class Trainer:
         due_time = c.every_seconds and time.monotonic() - self._last_ckpt_time >= c.every_seconds
         progress = learnt > self._last_ckpt_rows or self.run.epoch > self._last_ckpt_epoch
         if force or due_rows or (due_time and progress):
-            self.write_checkpoint()
-            if c.publish:
-                self.model.history = self.evaluation.history
-                self.model.summary = self._summary()
-                self.model.save(self.out_dir / self.spec.output.model)
+            with self._reading_paused():
+                self._write_checkpoint()
+                if c.publish:
+                    self.model.history = self.evaluation.history
+                    self.model.summary = self._summary()
+                    self.model.save(self.out_dir / self.spec.output.model)
+
+    @contextmanager
+    def _reading_paused(self) -> Iterator[None]:
+        """Hold the reading thread (if any) between two batches: the source positions, builder
+        states and feature space are then those after the batches read ahead, which
+        `read_ahead` holds meanwhile. Parameters are made for every feature the space knows, so
+        that a checkpoint and a model published with it agree (ids read ahead start at their
+        initial values, as they would later)."""
+        if self._prefetcher is None or self._paused:
+            self.model.sync_features()
+            yield
+            return
+        with self._prefetcher.paused() as pending:
+            self._paused = True
+            self.read_ahead.items.extend(pending)
+            try:
+                self.model.sync_features()
+                yield
+            finally:
+                del self.read_ahead.items[len(self.read_ahead.items) - len(pending) :]
+                self._paused = False
 
     def write_checkpoint(self) -> Path:
         """Write every part's state; returns the checkpoint's directory."""
+        with self._reading_paused():
+            return self._write_checkpoint()
+
+    def _write_checkpoint(self) -> Path:
         state = {name: part.state_dict() for name, part in self.parts().items()}
         state["format"] = CHECKPOINT_FORMAT
         state["spec"] = self.spec.model_dump(mode="json")
@@ -558,6 +634,8 @@ class Trainer:
                 "checkpoint.dir to start afresh)"
             )
         parts = self.parts()
+        if "read_ahead" not in state:  # written without reading ahead
+            parts.pop("read_ahead", None)
         missing = sorted(set(parts) - set(state))
         if missing:
             raise CheckpointError(f"{ck.path} lacks the state of {', '.join(missing)}")

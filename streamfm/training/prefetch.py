@@ -19,6 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
+from streamfm.csr import CSRChunk, concat
+
 _ITEM, _END, _ERROR = 0, 1, 2
 
 
@@ -91,12 +95,55 @@ class Prefetcher:
                 self._pause -= 1
                 self._cond.notify_all()
 
-    def close(self) -> None:
-        """Stop the producer after the item it is making (if any) and wait for it."""
+    def close(self) -> list[Any]:
+        """Stop the producer after the item it is making (if any) and wait for it; returns the
+        items produced and not consumed (the state the producer left matches them)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            while self._producing:
+                self._cond.wait()
+            pending = [v for k, v in self._pending if k == _ITEM]
         self._thread.join()
         close = getattr(self._source, "close", None)
         if close is not None:
             close()  # run the generator's finally blocks in this thread
+        return pending
+
+
+class ReadAhead:
+    """The chunks read and built ahead of the learner and not learnt yet: a checkpoint part, so
+    that a resumed run learns them first (the source positions and builder states in the same
+    checkpoint are those after them). Items are (chunk, y, n_ids): n_ids is the size of the
+    feature space after the chunk was built."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[CSRChunk, np.ndarray, int]] = []
+
+    def take(self) -> list[tuple[CSRChunk, np.ndarray, int]]:
+        items, self.items = self.items, []
+        return items
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rows (one CSR, chunk boundaries do not matter to a per-case learner), targets,
+        and the feature-space size after the last of them."""
+        if not self.items:
+            return {"rows": 0}
+        whole = concat([c for c, _, _ in self.items])
+        return {
+            "rows": whole.n_rows,
+            "indptr": whole.indptr,
+            "indices": whole.indices,
+            "values": whole.values,
+            "y": np.concatenate([y for _, y, _ in self.items]),
+            "n_ids": int(self.items[-1][2]),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.items = []
+        if int(state["rows"]):
+            chunk = CSRChunk(state["indptr"], state["indices"], state["values"])
+            y = np.asarray(state["y"], dtype=np.float64)
+            if chunk.n_rows != int(state["rows"]) or y.shape != (chunk.n_rows,):
+                raise ValueError("the rows read ahead do not match their targets")
+            self.items = [(chunk, y, int(state["n_ids"]))]
