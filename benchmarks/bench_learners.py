@@ -68,7 +68,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
 
 def run_ours(method: str, data: Path, out: Path, seed: int) -> dict:
     spec = SPECS / f"planted_{method}_libfm.yaml"
-    cmd = [str(streamfm_exe()), "train", str(spec), "-q"]
+    cmd = [str(streamfm_exe()), "train", str(spec), "-q", "--overwrite"]
     for s in (
         f"source.path={data / 'train.libfm'}",
         f"validation.source.path={data / 'test.libfm'}",

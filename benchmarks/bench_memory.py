@@ -114,6 +114,7 @@ def train_once(path: Path, out_dir: Path) -> tuple[float, float, float, int, str
             "train",
             str(SPEC),
             "-q",
+            "--overwrite",
         ]
         cmd += ["--set", f"source.path={path}", "--set", f"output.dir={out_dir}"]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -68,7 +68,14 @@ def train_once(path: Path, holdout: Path, work: Path) -> dict:
     ckpt = work / "runs" / f"memory-coordinate-{path.stem}-ckpt"
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         cmd = [TIME, "-f", "%e %M %U %S", "-o", tf.name, str(streamfm_exe()), "train", str(SPEC)]
-        cmd += ["-q", "--set", f"source.path={path}", "--set", f"validation.source.path={holdout}"]
+        cmd += [
+            "-q",
+            "--overwrite",
+            "--set",
+            f"source.path={path}",
+            "--set",
+            f"validation.source.path={holdout}",
+        ]
         cmd += ["--set", f"output.dir={out_dir}", "--set", f"checkpoint.dir={ckpt}"]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         peak = {"RssAnon": 0, "RssFile": 0}

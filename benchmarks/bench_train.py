@@ -151,7 +151,9 @@ def run_cli(
     metrics.unlink(missing_ok=True)
     env = None
     if root is None:
-        cmd = [str(streamfm_exe()), "train", str(spec), "-q"]
+        # --overwrite: each round writes into the same run folder (0.1.0's CLI, measured as
+        # a baseline, overwrote without being asked and has no such option).
+        cmd = [str(streamfm_exe()), "train", str(spec), "-q", "--overwrite"]
     else:
         cmd = [str(streamfm_exe().parent / "python"), "-m", "streamfm.cli", "train", str(spec)]
         cmd.append("-q")
