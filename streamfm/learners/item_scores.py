@@ -1,0 +1,276 @@
+"""Scoring every item of the catalogue for a context: top-k lists and ranks, in numba.
+
+A row of task `ranking` is a context part c (user and context builders) plus an item part i (the
+item's id and item-side features). The FM score splits as
+
+    ŷ(c + i) = b_c + b_i + <q_c, q_i>
+
+with q = Σ v_j x_j over the part's entries, b = (w0) + Σ w_j x_j + ½(|q|² − Σ_j |v_j|² x_j²)
+(w0 counted in the context's bias). So for a fixed context, the scores of all items are a bias
+plus a matrix–vector product over precomputed item vectors.
+
+    bias, Q = item_vectors(params, catalogue)            # (n_items,), (n_items, k) float64
+    cb, cq = context_vectors(params, indptr, indices, values, skip)   # per context row
+    items, scores = top_k(cb, cq, bias, Q, k, exclude_indptr, exclude_items)
+    above, ties, n = rank_counts(cb, cq, bias, Q, targets, exclude_indptr, exclude_items)
+
+Exclusions are a CSR over contexts: row r = item indices (catalogue order) never to return /
+to rank against for context r (e.g. items the user has seen). Scores are float64 sums of float32
+parameters; they equal a brute-force `predict_csr` of the full row up to float rounding (the
+linear part is summed in float64 here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from streamfm.learners.params import FMParams
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _part_vectors(indptr, indices, values, w, V, limit, skip, with_w0, w0, bias, Q):
+    k = V.shape[1]
+    for r in range(indptr.shape[0] - 1):
+        b = float(w0[0]) if with_w0 else 0.0
+        sq = 0.0
+        for f in range(k):
+            Q[r, f] = 0.0
+        for nz in range(indptr[r], indptr[r + 1]):
+            j = np.uint32(indices[nz])
+            if j >= limit or skip[j]:
+                continue
+            x = values[nz]
+            b += float(w[j] * x)
+            for f in range(k):
+                d = float(V[j, f] * x)
+                Q[r, f] += d
+                sq += d * d
+        inter = 0.0
+        for f in range(k):
+            inter += Q[r, f] * Q[r, f]
+        bias[r] = b + 0.5 * (inter - sq)
+
+
+def item_vectors(params: FMParams, catalogue) -> tuple[np.ndarray, np.ndarray]:
+    """(bias (n_items,), Q (n_items, k)), float64: each catalogue item's part of the score
+    (b_i = Σ w x + intra-item pairs, q_i = Σ v x over its item-side entries; no w0)."""
+    n = catalogue.n_items
+    bias = np.zeros(n, dtype=np.float64)
+    Q = np.zeros((n, params.k), dtype=np.float64)
+    skip = np.zeros(max(params.n_features, 1), dtype=np.bool_)
+    _part_vectors(
+        catalogue.indptr, catalogue.indices, catalogue.values, params.w, params.V,
+        np.uint32(params.n_features), skip, False, params.w0, bias, Q,
+    )  # fmt: skip
+    return bias, Q
+
+
+def context_vectors(
+    params: FMParams,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    values: np.ndarray,
+    skip_groups: list[int] | tuple[int, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bias (n,), q (n, k)), float64, of CSR context rows (w0 included). Entries of features
+    in `skip_groups` (the item-side groups, if the rows hold an item) and ids never seen are
+    left out."""
+    n = indptr.shape[0] - 1
+    bias = np.zeros(n, dtype=np.float64)
+    Q = np.zeros((n, params.k), dtype=np.float64)
+    m = params.n_features
+    skip = np.isin(params.group[:m], np.asarray(list(skip_groups), dtype=np.int64))
+    if m == 0:
+        skip = np.zeros(1, dtype=np.bool_)
+    _part_vectors(
+        np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(indices, np.int32),
+        np.ascontiguousarray(values, np.float32), params.w, params.V, np.uint32(m), skip, True,
+        params.w0, bias, Q,
+    )  # fmt: skip
+    return bias, Q
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _score(cb, cq, r, ib, IQ, i):
+    s = 0.0
+    for f in range(IQ.shape[1]):
+        s += cq[r, f] * IQ[i, f]
+    return cb[r] + ib[i] + s
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _top_k(cb, cq, ib, IQ, k, ex_ptr, ex_items, out_items, out_scores):
+    n_items = ib.shape[0]
+    banned = np.zeros(n_items, dtype=np.bool_)
+    heap_s = np.empty(k, dtype=np.float64)
+    heap_i = np.empty(k, dtype=np.int64)
+    for r in range(cb.shape[0]):
+        for e in range(ex_ptr[r], ex_ptr[r + 1]):
+            it = ex_items[e]
+            if 0 <= it < n_items:
+                banned[it] = True
+        size = 0
+        # min-heap of the best k (score, then lower item index wins ties)
+        for i in range(n_items):
+            if banned[i]:
+                continue
+            s = _score(cb, cq, r, ib, IQ, i)
+            if size < k:
+                pos = size
+                size += 1
+                while pos > 0:
+                    parent = (pos - 1) // 2
+                    if heap_s[parent] > s or (heap_s[parent] == s and heap_i[parent] < i):
+                        heap_s[pos] = heap_s[parent]
+                        heap_i[pos] = heap_i[parent]
+                        pos = parent
+                    else:
+                        break
+                heap_s[pos] = s
+                heap_i[pos] = i
+            elif s > heap_s[0]:  # replace the root (worst), sift down
+                pos = 0
+                while True:
+                    a = 2 * pos + 1
+                    if a >= size:
+                        break
+                    b = a + 1
+                    c = a
+                    if b < size and (
+                        heap_s[b] < heap_s[a] or (heap_s[b] == heap_s[a] and heap_i[b] > heap_i[a])
+                    ):
+                        c = b
+                    if heap_s[c] < s:
+                        heap_s[pos] = heap_s[c]
+                        heap_i[pos] = heap_i[c]
+                        pos = c
+                    else:
+                        break
+                heap_s[pos] = s
+                heap_i[pos] = i
+        # sort the heap's entries: best first, equal scores by item index
+        for a in range(size):
+            out_scores[r, a] = heap_s[a]
+            out_items[r, a] = heap_i[a]
+        for a in range(1, size):
+            s = out_scores[r, a]
+            it = out_items[r, a]
+            b = a - 1
+            while b >= 0 and (
+                out_scores[r, b] < s or (out_scores[r, b] == s and out_items[r, b] > it)
+            ):
+                out_scores[r, b + 1] = out_scores[r, b]
+                out_items[r, b + 1] = out_items[r, b]
+                b -= 1
+            out_scores[r, b + 1] = s
+            out_items[r, b + 1] = it
+        for a in range(size, k):
+            out_scores[r, a] = -np.inf
+            out_items[r, a] = -1
+        for e in range(ex_ptr[r], ex_ptr[r + 1]):
+            it = ex_items[e]
+            if 0 <= it < n_items:
+                banned[it] = False
+
+
+def _exclusions(n_ctx: int, exclude_indptr, exclude_items) -> tuple[np.ndarray, np.ndarray]:
+    if exclude_indptr is None:
+        return np.zeros(n_ctx + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ptr = np.ascontiguousarray(exclude_indptr, dtype=np.int64)
+    if ptr.shape != (n_ctx + 1,):
+        raise ValueError(f"exclude_indptr: expected {n_ctx + 1} offsets, got {ptr.shape}")
+    return ptr, np.ascontiguousarray(exclude_items, dtype=np.int64)
+
+
+def top_k(
+    context_bias: np.ndarray,
+    context_q: np.ndarray,
+    item_bias: np.ndarray,
+    item_Q: np.ndarray,
+    k: int,
+    exclude_indptr: np.ndarray | None = None,
+    exclude_items: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best items of each context: (items int64 (n_ctx, k) catalogue indices, scores
+    float64 (n_ctx, k)), best first (equal scores: lower item index first). Excluded items
+    (CSR over contexts of item indices) are never returned; when fewer than k items remain,
+    the rest of the row is item -1 with score -inf."""
+    cb = np.ascontiguousarray(context_bias, dtype=np.float64)
+    cq = np.ascontiguousarray(context_q, dtype=np.float64).reshape(cb.shape[0], -1)
+    ib = np.ascontiguousarray(item_bias, dtype=np.float64)
+    IQ = np.ascontiguousarray(item_Q, dtype=np.float64).reshape(ib.shape[0], -1)
+    if cq.shape[1] != IQ.shape[1]:
+        raise ValueError(f"context vectors have k={cq.shape[1]}, item vectors k={IQ.shape[1]}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    ptr, ex = _exclusions(cb.shape[0], exclude_indptr, exclude_items)
+    items = np.empty((cb.shape[0], k), dtype=np.int64)
+    scores = np.empty((cb.shape[0], k), dtype=np.float64)
+    _top_k(cb, cq, ib, IQ, k, ptr, ex, items, scores)
+    return items, scores
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rank_counts(cb, cq, ib, IQ, targets, ex_ptr, ex_items, above, ties, n_cand):
+    n_items = ib.shape[0]
+    banned = np.zeros(n_items, dtype=np.bool_)
+    for r in range(cb.shape[0]):
+        t = targets[r]
+        above[r] = 0
+        ties[r] = 0
+        n_cand[r] = 0
+        if t < 0 or t >= n_items:
+            continue
+        for e in range(ex_ptr[r], ex_ptr[r + 1]):
+            it = ex_items[e]
+            if 0 <= it < n_items and it != t:
+                banned[it] = True
+        st = _score(cb, cq, r, ib, IQ, t)
+        a = 0
+        ti = 0
+        n = 0
+        for i in range(n_items):
+            if banned[i] or i == t:
+                continue
+            n += 1
+            s = _score(cb, cq, r, ib, IQ, i)
+            if s > st:
+                a += 1
+            elif s == st:
+                ti += 1
+        above[r], ties[r], n_cand[r] = a, ti, n
+        for e in range(ex_ptr[r], ex_ptr[r + 1]):
+            it = ex_items[e]
+            if 0 <= it < n_items:
+                banned[it] = False
+
+
+def rank_counts(
+    context_bias: np.ndarray,
+    context_q: np.ndarray,
+    item_bias: np.ndarray,
+    item_Q: np.ndarray,
+    targets: np.ndarray,
+    exclude_indptr: np.ndarray | None = None,
+    exclude_items: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each context and its target item (catalogue index; -1: not rankable): (items scored
+    above the target, items scored equal, candidate items other than the target), int64, over
+    all catalogue items except the context's excluded ones (the target itself is never
+    excluded). The target's 0-based rank is `above` (+ ties / 2 in expectation)."""
+    cb = np.ascontiguousarray(context_bias, dtype=np.float64)
+    cq = np.ascontiguousarray(context_q, dtype=np.float64).reshape(cb.shape[0], -1)
+    ib = np.ascontiguousarray(item_bias, dtype=np.float64)
+    IQ = np.ascontiguousarray(item_Q, dtype=np.float64).reshape(ib.shape[0], -1)
+    ptr, ex = _exclusions(cb.shape[0], exclude_indptr, exclude_items)
+    n = cb.shape[0]
+    above = np.zeros(n, dtype=np.int64)
+    ties = np.zeros(n, dtype=np.int64)
+    n_cand = np.zeros(n, dtype=np.int64)
+    _rank_counts(
+        cb, cq, ib, IQ, np.ascontiguousarray(targets, dtype=np.int64), ptr, ex, above, ties,
+        n_cand,
+    )  # fmt: skip
+    return above, ties, n_cand
