@@ -149,7 +149,7 @@ class TrainedModel:
         src.column_types = numeric_columns(self.pipeline, self.spec.target, self.task)
         if policy != "fail":
             src.on_bad_row = bad.from_source
-        columns = [*self.pipeline.columns(), self.spec.target.column]
+        columns = [*self.pipeline.columns(), *self.spec.target_columns()]
         for batch, pos in src.batches(columns=columns):
             batch, y = clean_batch(
                 batch, self.pipeline, self.spec.target, self.task, bad, pos.path, src.batch_lines
@@ -233,7 +233,13 @@ class TrainedModel:
     def from_spec(cls, spec: Spec) -> TrainedModel:
         """A model of the spec before any training (fresh builders and parameters)."""
         pipeline = FeaturePipeline.from_specs(spec.builders())
-        learner = make_learner(spec.model, spec.learner, spec.task, group_regularization(spec))
+        learner = make_learner(
+            spec.model,
+            spec.learner,
+            spec.task,
+            group_regularization(spec),
+            ranking=ranking_setup(spec),
+        )
         return cls(spec, pipeline, learner)
 
     @classmethod
@@ -265,6 +271,21 @@ class TrainedModel:
                 f"{path} holds a {meta.get('kind')} saved by the Python API, not a trained spec"
             )
         return cls._from_saved(meta, state, path, trust_plugins=trust_plugins)
+
+
+def ranking_setup(spec: Spec) -> dict[str, Any] | None:
+    """Task ranking: the feature groups (builder indices) of the item, the item side and the
+    user, as `learners.ranking.RankingLearner` takes them; None for other tasks."""
+    if spec.task != "ranking":
+        return None
+    names = [b.name for b in spec.builders()]
+    r = spec.ranking
+    return {
+        "config": r,
+        "item_group": names.index(r.item),
+        "item_groups": [names.index(n) for n in r.item_features],
+        "user_group": names.index(r.user) if r.user is not None else None,
+    }
 
 
 def group_regularization(spec: Spec) -> dict[int, GroupRegularization]:

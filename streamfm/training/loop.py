@@ -61,7 +61,7 @@ class Trainer:
         self.out_dir = spec.output_dir()
         self.model = TrainedModel.from_spec(spec)
         self.pipeline, self.learner = self.model.pipeline, self.model.learner
-        self.columns = list(dict.fromkeys([*self.pipeline.columns(), spec.target.column]))
+        self.columns = list(dict.fromkeys([*self.pipeline.columns(), *spec.target_columns()]))
         self.checkpointer = Checkpointer(spec.checkpoint_dir(), spec.checkpoint.keep)
         # A learner that keeps on-disk data of the run (ALS, MCMC: the training rows) keeps it in
         # the cache folder.
@@ -350,8 +350,12 @@ class Trainer:
                 stop = min(stop, start + max(run.next_eval - run.rows_learnt, 1))
             part = chunk if stop - start == chunk.n_rows else slice_rows(chunk, start, stop)
             pred = self.learner.learn(part, y[start:stop])
-            self.progressive.update(y[start:stop], pred)
-            self.window.update(y[start:stop], pred)
+            if self.spec.task == "ranking":
+                # progressive ranking: each positive among its sampled negatives
+                auc, has = self.learner.last_sampled
+                self._update_progressive(np.ones(int(has.sum())), auc[has])
+            else:
+                self._update_progressive(y[start:stop], pred)
             run.rows_learnt += stop - start
             if run.next_eval is not None and run.rows_learnt >= run.next_eval:
                 run.next_eval += every
@@ -359,6 +363,10 @@ class Trainer:
             start = stop
         if chunk.n_rows:
             self._report()
+
+    def _update_progressive(self, y: np.ndarray, pred: np.ndarray) -> None:
+        self.progressive.update(y, pred)
+        self.window.update(y, pred)
 
     def _counts(self) -> tuple[int, ...]:
         return (self.run.rows_read, self.run.rows_learnt, self.bad.skipped, self.bad.quarantined)
