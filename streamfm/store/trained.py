@@ -166,9 +166,11 @@ class TrainedModel:
 
         `predict(chunk, first_row)` replaces the learner's `predict` (the training loop passes
         `learner.predict_holdout`)."""
+        chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
+        if self.task == "ranking":
+            return self.evaluate_ranking(chunks)
         names = metrics or self.spec.metric_names()
         found = [make_metric(n, exact=True) for n in names]
-        chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
         n = 0
         for chunk, y in chunks:
             pred = self.learner.predict(chunk) if predict is None else predict(chunk, n)
@@ -178,6 +180,35 @@ class TrainedModel:
         out = {m.name: float(m.value()) for m in found}
         out["rows"] = n
         return out
+
+    def evaluate_ranking(self, chunks: Iterable[tuple[CSRChunk, np.ndarray]]) -> dict[str, float]:
+        """Task ranking: each holdout positive's item ranked among ALL catalogue items for its
+        context (`metrics.RankingMetrics` at ranking.k), the items of the user's recent
+        training positives excluded (all but the held-out item itself)."""
+        from streamfm.learners.item_scores import context_vectors, item_vectors, rank_counts
+        from streamfm.metrics import RankingMetrics
+
+        learner = self.learner
+        p, cat = learner.params, learner.catalogue
+        item_bias, item_q = item_vectors(p, cat)
+        found = RankingMetrics(self.spec.ranking.k)
+        for chunk, y in chunks:
+            keep = np.flatnonzero(np.asarray(y) > 0)
+            if len(keep) < chunk.n_rows:
+                from streamfm.csr import take_rows
+
+                chunk = take_rows(chunk, keep)
+            items = first_of_group(chunk, p, learner.item_group)
+            users = first_of_group(chunk, p, learner.user_group)
+            cb, cq = context_vectors(
+                p, chunk.indptr, chunk.indices, chunk.values, learner.item_groups
+            )
+            ex_ptr, ex = learner.recent.items_of(users)
+            above, ties, n = rank_counts(
+                cb, cq, item_bias, item_q, cat.item_index(items), ex_ptr, ex
+            )
+            found.update(above, ties, n, users=users)
+        return found.values()
 
     # --- persistence
     def state_dict(self) -> dict[str, Any]:
@@ -271,6 +302,22 @@ class TrainedModel:
                 f"{path} holds a {meta.get('kind')} saved by the Python API, not a trained spec"
             )
         return cls._from_saved(meta, state, path, trust_plugins=trust_plugins)
+
+
+def first_of_group(chunk: CSRChunk, params, group: int) -> np.ndarray:
+    """Per row of `chunk`, the first feature id of feature group `group` (-1: none, or only
+    ids never seen in training)."""
+    out = np.full(chunk.n_rows, -1, dtype=np.int64)
+    if group < 0 or chunk.n_rows == 0:
+        return out
+    idx = chunk.indices.astype(np.int64)
+    seen = (idx >= 0) & (idx < params.n_features)
+    hit = np.flatnonzero(seen & (params.group[np.where(seen, idx, 0)] == group))
+    if len(hit):
+        rows = np.searchsorted(chunk.indptr, hit, side="right") - 1
+        first_rows, first = np.unique(rows, return_index=True)
+        out[first_rows] = idx[hit[first]]
+    return out
 
 
 def ranking_setup(spec: Spec) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ class Evaluation:
         """Holdout metrics ("holdout_<name>") of the current model, if there is a holdout; the
         early-stopping bookkeeping follows the validation metric."""
         val = self.spec.validation
-        if val.source is None:
+        if not self.spec.has_holdout():
             return {}
         learner = self.model.learner
         learner.check_finite()
@@ -47,7 +47,7 @@ class Evaluation:
             self._holdout_data(kind, epoch), predict=learner.predict_holdout
         )
         self._early_stopping(scores[val.metric])
-        return {f"holdout_{n}": v for n, v in scores.items() if n != "rows"}
+        return {f"holdout_{n}": v for n, v in scores.items() if n not in ("rows", "unranked")}
 
     def _holdout_data(
         self, kind: str, epoch: int
@@ -73,7 +73,10 @@ class Evaluation:
         return chunks
 
     def _early_stopping(self, value: float) -> None:
-        higher = make_metric(self.spec.validation.metric).higher_is_better
+        # ranking metrics (ndcg, recall, ...) are all higher-is-better
+        higher = (
+            self.spec.task == "ranking" or make_metric(self.spec.validation.metric).higher_is_better
+        )
         if self.best_value is None or (
             value > self.best_value if higher else value < self.best_value
         ):
