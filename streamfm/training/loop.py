@@ -55,6 +55,13 @@ class Trainer:
     def __init__(
         self, spec: Spec, progress: ProgressFn | None = None, *, resume: bool = False
     ) -> None:
+        if spec.validation.split is not None:
+            raise SpecError(
+                "validation.split: leave_last_out is not implemented yet; give the held-out "
+                "events as a validation.source (see docs/ranking.md)"
+            )
+        if spec.task == "ranking" and spec.distributed is not None:
+            raise SpecError("distributed: task ranking trains on one machine only")
         self.spec = spec
         self.progress = progress
         self.resume = resume
