@@ -305,11 +305,12 @@ def make_implicit_events(
     k: int = 4,
     temperature: float = 0.5,
     seed: int = 0,
+    taste: float = 0.5,
 ) -> tuple[pa.Table, np.ndarray]:
     """Implicit feedback from a planted low-rank preference model (task ranking).
 
     Planted score s(u, i) = b_i + <p_u, q_i> + t_u[genre of i], with p, q ~ N(0, 1/k) · 2,
-    b_i ~ N(0, 0.5²), tastes t ~ N(0, 0.5²). Each user draws `events_per_user` distinct items with
+    b_i ~ N(0, 0.5²), tastes t ~ N(0, taste²). Each user draws `events_per_user` distinct items with
     probability ∝ exp(s(u, i) / temperature) (without replacement); events of all users are
     interleaved in a random order, and each user's last event in that order is flagged.
 
@@ -322,8 +323,8 @@ def make_implicit_events(
     Q = rng.normal(0, 1.0 / np.sqrt(k), (n_items, k))
     b = rng.normal(0, 0.5, n_items)
     genre = rng.integers(0, n_genres, n_items)
-    taste = rng.normal(0, 0.5, (n_users, n_genres))
-    scores = b[None, :] + P @ Q.T + taste[:, genre]
+    tastes = rng.normal(0, taste, (n_users, n_genres))
+    scores = b[None, :] + P @ Q.T + tastes[:, genre]
     users, items = [], []
     for u in range(n_users):
         logits = scores[u] / temperature
