@@ -46,7 +46,10 @@ class SequenceParams(BuilderParams):
         "uniform", description="weight of the j-th most recent item: 1, (N-j)/N or decay^j"
     )
     decay: float | None = Field(
-        None, gt=0.0, le=1.0, description="weighting: exponential — the factor per step back"
+        None,
+        gt=0.0,
+        le=1.0,
+        description="weighting: exponential — the factor per step back (default 0.5)",
     )
     normalize: Literal["none", "mean", "sqrt"] = Field(
         "sqrt", description="per row: none, divide by the weights' sum, or by their L2 norm"
