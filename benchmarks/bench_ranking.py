@@ -141,50 +141,134 @@ def lightfm_epochs(loss: str) -> Callable:
 
 # --- streamfm (the spec path; needs task: ranking)
 
+HERE = Path(__file__).resolve().parent
+STREAMFM = {"checkout": HERE.parent, "data": Path("../shared/data"), "work": None}
+
+
+def _child_env() -> dict[str, str]:
+    """PYTHONPATH = the streamfm checkout with task: ranking (--streamfm); numba's cache and
+    bytecode kept out of that checkout."""
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(STREAMFM["checkout"]), str(STREAMFM["work"])])
+    env["NUMBA_CACHE_DIR"] = str(Path(STREAMFM["work"]) / "numba-cache")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
 
 def streamfm_ranking_available() -> str | None:
-    """None when streamfm's spec accepts `task: ranking`, else why not."""
-    from streamfm.errors import SpecError
-    from streamfm.spec import parse_spec
+    """None when the streamfm of --streamfm accepts `task: ranking`, else why not."""
+    import subprocess
+    import sys
 
-    try:
-        parse_spec(
-            {
-                "source": {"path": "x.parquet"},
-                "task": "ranking",
-                "features": [{"type": "mf"}],
-                "ranking": {"item": "item"},
-            },
-            origin="probe",
-        )
-    except SpecError as exc:
-        return f"not run: streamfm has no `task: ranking` yet ({str(exc).splitlines()[0][:80]})"
+    probe = (
+        "from streamfm.spec import parse_spec; parse_spec({'source': {'path': 'x.parquet'}, "
+        "'task': 'ranking', 'features': [{'type': 'mf'}], 'ranking': {'item': 'item'}}, "
+        "origin='probe')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        cwd=STREAMFM["work"],  # not this checkout: its streamfm/ would come first
+    )
+    if r.returncode:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1][:100]
+        return f"not run: {STREAMFM['checkout']} has no `task: ranking` ({last})"
     return None
 
 
-def streamfm_runs(split: Split, params: dict, seed: int, *, genres: bool) -> np.ndarray:
-    """PLUG-IN POINT for streamfm's rows (MF-BPR: genres=False; FM with genres + sequence:
-    genres=True). To do once `task: ranking` exists:
+def _write_inputs(split: Split, work: Path) -> tuple[Path, Path]:
+    """The split's training positives in time order and u.item's genres, as Parquet in `work`
+    (a temporary folder, never the repository)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    1. write the split's training positives, sorted by time, as Parquet (user, item, timestamp
-       as the raw ids) into a temporary work dir (never into the repository);
-    2. write a spec (`task: ranking`, `ranking: {item: item, item_features: [movie],
-       loss: bpr, negatives: {sampler: uniform, per_positive: 1, exclude_seen: true}}`,
-       features `mf` (+ a `join` on u.item's genre flags named `movie` and
-       `{type: sequence, key: user, items: item, length: 5}`), model.seed = seed, `params`)
-       and train it with `streamfm.train`;
-    3. score every catalogue item for every user (the model's all-items scoring: context
-       vectors of one row per user, item vectors of the catalogue) and return them as
-       (split.n_users, split.n_items) in the split's user / item order (catalogue items the
-       model never saw: -inf).
-    """
-    raise NotImplementedError("streamfm's task: ranking is not available on this branch")
+    order = np.lexsort((split.items[split.train_i], split.users[split.train_u], split.train_t))
+    train = work / f"train-{len(split.train_u)}.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user": split.users[split.train_u[order]].astype(str),
+                "item": split.items[split.train_i[order]].astype(str),
+                "timestamp": split.train_t[order],
+            }
+        ),
+        train,
+    )
+    items = work / "items.parquet"
+    if not items.exists():
+        genres = "unknown action adventure animation children comedy crime documentary drama "
+        genres += "fantasy film_noir horror musical mystery romance sci_fi thriller war western"
+        names = genres.split()
+        ids, lists = [], []
+        text = (STREAMFM["data"] / "ml-100k" / "u.item").read_bytes().decode("latin-1")
+        for line in text.splitlines():
+            f = line.split("|")
+            if len(f) != 24:
+                continue
+            ids.append(f[0])
+            lists.append([n for n, flag in zip(names, f[5:], strict=True) if flag == "1"])
+        pq.write_table(pa.table({"item": ids, "genres": lists}), items)
+    return train, items
+
+
+def streamfm_runs(split: Split, params: dict, seed: int, *, genres: bool) -> np.ndarray:
+    """streamfm's rows (MF-BPR: genres=False; FM with genres + a `sequence` of the user's last
+    items: genres=True), trained through the spec path in a child process
+    (`_streamfm_ranking.py`) with the --streamfm checkout; all-items scores in the split's
+    user / item order (-inf for catalogue items the model never saw). The `sequence` builder
+    enters as a plugin copied into the work dir when that checkout has none."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    work = Path(STREAMFM["work"])
+    train, items = _write_inputs(split, work)
+    has_sequence = (Path(STREAMFM["checkout"]) / "streamfm/features/sequence.py").exists()
+    if not has_sequence:
+        shutil.copy(HERE.parent / "streamfm/features/sequence.py", work / "seqplugin.py")
+    job_dir = work / f"job-{len(list(work.glob('job-*')))}"
+    job_dir.mkdir()
+    job = {
+        "work": str(job_dir),
+        "train": str(train),
+        "items": str(items),
+        "users": split.users.astype(str).tolist(),
+        "catalogue": split.items.astype(str).tolist(),
+        "seed": seed,
+        "params": params,
+        "genres": genres,
+        "sequence_type": "sequence" if has_sequence else "seqplugin:SequenceBuilder",
+    }
+    (job_dir / "job.json").write_text(json.dumps(job))
+    r = subprocess.run(
+        [sys.executable, str(HERE / "_streamfm_ranking.py"), str(job_dir / "job.json")],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
+    if r.returncode:
+        raise SystemExit(f"streamfm run failed ({job_dir}):\n{r.stderr[-3000:]}")
+    return np.load(job_dir / "scores.npy")
 
 
 # --- search and report
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "popularity": [{}],
+    "streamfm MF-BPR": [
+        {"k": 64, "lr": lr, "epochs": e, "reg": 0.001}
+        for lr, e in itertools.product([0.05, 0.1], [10, 30])
+    ],
+    "streamfm FM + genres + sequence": [
+        {"k": 64, "lr": lr, "epochs": e, "reg": 0.001, "length": 5}
+        for lr, e in itertools.product([0.05, 0.1], [10, 30])
+    ],
     "implicit BPR": [
         {"factors": f, "learning_rate": lr, "regularization": reg, "iterations": it}
         for f, lr, reg, it in itertools.product([32, 64], [0.01, 0.05], [0.01, 0.001], [100, 300])
@@ -202,6 +286,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 }
 GRIDS["LightFM WARP"] = GRIDS["LightFM BPR"]
 QUICK = {
+    "streamfm MF-BPR": GRIDS["streamfm MF-BPR"][:1],
+    "streamfm FM + genres + sequence": GRIDS["streamfm FM + genres + sequence"][:1],
     "implicit BPR": GRIDS["implicit BPR"][:2],
     "LightFM BPR": GRIDS["LightFM BPR"][:1],
     "LightFM WARP": GRIDS["LightFM BPR"][:1],
@@ -247,7 +333,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a small grid (a smoke run)")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument(
+        "--streamfm",
+        type=Path,
+        default=HERE.parent,
+        help="streamfm checkout with task: ranking to train streamfm's rows (default: this one)",
+    )
+    ap.add_argument("--only", nargs="+", help="run only these methods (names as in the table)")
     args = ap.parse_args()
+    import tempfile
+
+    STREAMFM.update(checkout=args.streamfm.resolve(), data=args.data)
+    STREAMFM["work"] = Path(tempfile.mkdtemp(prefix="bench-ranking-"))
 
     d = load_ml100k(args.data)
     pos = d["rating"] >= 4
@@ -272,6 +369,8 @@ def main() -> None:
         )
         GRIDS.setdefault(name, [{}])
     for name, (fn, package) in methods.items():
+        if args.only and name not in args.only:
+            continue
         why = reason if name.startswith("streamfm") else missing_package(package)
         if why:
             print(f"{name}: {why}")
