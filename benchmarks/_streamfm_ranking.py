@@ -75,9 +75,8 @@ def main() -> None:
         "checkpoint": {"enabled": False},
     }
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    from streamfm.learners.item_scores import context_vectors, item_vectors
-
     import streamfm
+    from streamfm.learners.item_scores import context_vectors, item_vectors
 
     model = streamfm.train(work / "spec.yaml").model
     names = [b.name for b in model.pipeline.builders]

@@ -1,4 +1,4 @@
-"""All-items scoring (learners.item_scores) equals brute-force scoring of every (context, item)
+"""All-items scoring (learners.item_scores, with recommend.top_k) equals brute-force scoring of every (context, item)
 row; the item catalogue's state round-trips."""
 
 from __future__ import annotations
@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamfm.learners.item_scores import context_vectors, item_vectors, rank_counts, top_k
+from streamfm.learners.item_scores import context_vectors, item_vectors, rank_counts
 from streamfm.learners.items import ItemCatalogue
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import predict_csr
+from streamfm.recommend import top_k
 
 
 def _setup(seed=0, n_ctx_feats=30, n_items=40, k=5):
@@ -82,19 +83,6 @@ def test_scores_equal_brute_force_predict():
         want = np.argsort(-brute[r], kind="stable")[:5]
         assert list(items[r]) == list(want)
         assert np.allclose(scores[r], brute[r, want], atol=1e-5)
-
-
-def test_top_k_excludes_and_pads():
-    p, cat, ctx = _setup(1, n_items=6)
-    ib, IQ = item_vectors(p, cat)
-    cb, cq = context_vectors(p, *ctx)
-    n = len(cb)
-    ex_ptr = np.arange(n + 1, dtype=np.int64) * 2
-    ex = np.tile([0, 3], n)
-    items, scores = top_k(cb, cq, ib, IQ, 5, ex_ptr, ex)
-    assert not np.isin(items[:, :4], [0, 3]).any()
-    assert (items[:, 4] == -1).all() and np.isneginf(scores[:, 4]).all()
-    assert np.all(np.diff(scores[:, :4], axis=1) <= 0)
 
 
 def test_context_rows_with_item_entries_skip_item_groups():

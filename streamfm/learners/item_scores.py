@@ -1,4 +1,4 @@
-"""Scoring every item of the catalogue for a context: top-k lists and ranks, in numba.
+"""Scoring every catalogue item for a context: item / context vectors and ranks, in numba.
 
 A row of task `ranking` is a context part c (user and context builders) plus an item part i (the
 item's id and item-side features). The FM score splits as
@@ -11,11 +11,12 @@ plus a matrix–vector product over precomputed item vectors.
 
     bias, Q = item_vectors(params, catalogue)            # (n_items,), (n_items, k) float64
     cb, cq = context_vectors(params, indptr, indices, values, skip)   # per context row
-    items, scores = top_k(cb, cq, bias, Q, k, exclude_indptr, exclude_items)
     above, ties, n = rank_counts(cb, cq, bias, Q, targets, exclude_indptr, exclude_items)
 
-Exclusions are a CSR over contexts: row r = item indices (catalogue order) never to return /
-to rank against for context r (e.g. items the user has seen). Scores are float64 sums of float32
+The top-k lists themselves are `streamfm.recommend.top_k` (blocked, BLAS) on these vectors.
+
+Exclusions are a CSR over contexts: row r = item indices (catalogue order) never to rank
+against for context r (e.g. items the user has seen). Scores are float64 sums of float32
 parameters; they equal a brute-force `predict_csr` of the full row up to float rounding (the
 linear part is summed in float64 here).
 """
@@ -99,81 +100,6 @@ def _score(cb, cq, r, ib, IQ, i):
     return cb[r] + ib[i] + s
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _top_k(cb, cq, ib, IQ, k, ex_ptr, ex_items, out_items, out_scores):
-    n_items = ib.shape[0]
-    banned = np.zeros(n_items, dtype=np.bool_)
-    heap_s = np.empty(k, dtype=np.float64)
-    heap_i = np.empty(k, dtype=np.int64)
-    for r in range(cb.shape[0]):
-        for e in range(ex_ptr[r], ex_ptr[r + 1]):
-            it = ex_items[e]
-            if 0 <= it < n_items:
-                banned[it] = True
-        size = 0
-        # min-heap of the best k (score, then lower item index wins ties)
-        for i in range(n_items):
-            if banned[i]:
-                continue
-            s = _score(cb, cq, r, ib, IQ, i)
-            if size < k:
-                pos = size
-                size += 1
-                while pos > 0:
-                    parent = (pos - 1) // 2
-                    if heap_s[parent] > s or (heap_s[parent] == s and heap_i[parent] < i):
-                        heap_s[pos] = heap_s[parent]
-                        heap_i[pos] = heap_i[parent]
-                        pos = parent
-                    else:
-                        break
-                heap_s[pos] = s
-                heap_i[pos] = i
-            elif s > heap_s[0]:  # replace the root (worst), sift down
-                pos = 0
-                while True:
-                    a = 2 * pos + 1
-                    if a >= size:
-                        break
-                    b = a + 1
-                    c = a
-                    if b < size and (
-                        heap_s[b] < heap_s[a] or (heap_s[b] == heap_s[a] and heap_i[b] > heap_i[a])
-                    ):
-                        c = b
-                    if heap_s[c] < s:
-                        heap_s[pos] = heap_s[c]
-                        heap_i[pos] = heap_i[c]
-                        pos = c
-                    else:
-                        break
-                heap_s[pos] = s
-                heap_i[pos] = i
-        # sort the heap's entries: best first, equal scores by item index
-        for a in range(size):
-            out_scores[r, a] = heap_s[a]
-            out_items[r, a] = heap_i[a]
-        for a in range(1, size):
-            s = out_scores[r, a]
-            it = out_items[r, a]
-            b = a - 1
-            while b >= 0 and (
-                out_scores[r, b] < s or (out_scores[r, b] == s and out_items[r, b] > it)
-            ):
-                out_scores[r, b + 1] = out_scores[r, b]
-                out_items[r, b + 1] = out_items[r, b]
-                b -= 1
-            out_scores[r, b + 1] = s
-            out_items[r, b + 1] = it
-        for a in range(size, k):
-            out_scores[r, a] = -np.inf
-            out_items[r, a] = -1
-        for e in range(ex_ptr[r], ex_ptr[r + 1]):
-            it = ex_items[e]
-            if 0 <= it < n_items:
-                banned[it] = False
-
-
 def _exclusions(n_ctx: int, exclude_indptr, exclude_items) -> tuple[np.ndarray, np.ndarray]:
     if exclude_indptr is None:
         return np.zeros(n_ctx + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -181,35 +107,6 @@ def _exclusions(n_ctx: int, exclude_indptr, exclude_items) -> tuple[np.ndarray, 
     if ptr.shape != (n_ctx + 1,):
         raise ValueError(f"exclude_indptr: expected {n_ctx + 1} offsets, got {ptr.shape}")
     return ptr, np.ascontiguousarray(exclude_items, dtype=np.int64)
-
-
-def top_k(
-    context_bias: np.ndarray,
-    context_q: np.ndarray,
-    item_bias: np.ndarray,
-    item_Q: np.ndarray,
-    k: int,
-    exclude_indptr: np.ndarray | None = None,
-    exclude_items: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k best items of each context: (items int64 (n_ctx, k) catalogue indices, scores
-    float64 (n_ctx, k)), best first (equal scores: lower item index first). Excluded items
-    (CSR over contexts of item indices) are never returned; when fewer than k items remain,
-    the rest of the row is item -1 with score -inf."""
-    cb = np.ascontiguousarray(context_bias, dtype=np.float64)
-    cq = np.ascontiguousarray(context_q, dtype=np.float64).reshape(cb.shape[0], -1)
-    ib = np.ascontiguousarray(item_bias, dtype=np.float64)
-    IQ = np.ascontiguousarray(item_Q, dtype=np.float64).reshape(ib.shape[0], -1)
-    if cq.shape[1] != IQ.shape[1]:
-        raise ValueError(f"context vectors have k={cq.shape[1]}, item vectors k={IQ.shape[1]}")
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    ptr, ex = _exclusions(cb.shape[0], exclude_indptr, exclude_items)
-    items = np.empty((cb.shape[0], k), dtype=np.int64)
-    scores = np.empty((cb.shape[0], k), dtype=np.float64)
-    _top_k(cb, cq, ib, IQ, k, ptr, ex, items, scores)
-    return items, scores
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
