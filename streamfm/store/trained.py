@@ -137,11 +137,25 @@ class TrainedModel:
             kept = batch.select(keep_columns) if keep_columns else None
             yield kept, self.predict_batch(batch)
 
-    def holdout_chunks(self, source: SourceConfig) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+    def holdout_chunks(
+        self, source: SourceConfig | pa.Table
+    ) -> Iterator[tuple[CSRChunk, np.ndarray]]:
         """Built (chunk, target) pairs of a source holding the target column (state frozen).
-        Bad rows follow the source's `on_bad_rows` (quarantine counts as skip here)."""
+        Bad rows follow the source's `on_bad_rows` (quarantine counts as skip here). A table
+        (the held-out rows of validation.split) is read in `source.batch_size` batches, its
+        bad rows skipped."""
         from streamfm.training.badrows import BadRows
         from streamfm.training.targets import clean_batch, numeric_columns
+
+        if isinstance(source, pa.Table):
+            bad = BadRows("skip", None)
+            for batch in source.to_batches(max_chunksize=self.spec.source.batch_size):
+                batch, y = clean_batch(
+                    batch, self.pipeline, self.spec.target, self.task, bad, None,
+                    lambda idx: np.asarray(idx) + 1,
+                )  # fmt: skip
+                yield self.transform(batch), y
+            return
 
         policy = "skip" if source.on_bad_rows == "quarantine" else source.on_bad_rows
         bad = BadRows(policy, None)
@@ -158,15 +172,16 @@ class TrainedModel:
 
     def evaluate(
         self,
-        source: SourceConfig | list[tuple[CSRChunk, np.ndarray]],
+        source: SourceConfig | pa.Table | list[tuple[CSRChunk, np.ndarray]],
         metrics: tuple[str, ...] | None = None,
         predict: Callable[[CSRChunk, int], np.ndarray] | None = None,
     ) -> dict[str, float]:
-        """Exact metrics on a source holding the target column (or on already built chunks).
+        """Exact metrics on a source (or table) holding the target column (or on already
+        built chunks).
 
         `predict(chunk, first_row)` replaces the learner's `predict` (the training loop passes
         `learner.predict_holdout`)."""
-        chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
+        chunks = self.holdout_chunks(source) if not isinstance(source, list) else source
         if self.task == "ranking":
             return self.evaluate_ranking(chunks)
         names = metrics or self.spec.metric_names()

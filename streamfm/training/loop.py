@@ -32,6 +32,7 @@ from streamfm.training.replay import ChunkCache, Rebuild
 from streamfm.training.runstate import RunState
 from streamfm.training.shuffle import ShuffleWindow
 from streamfm.training.signals import stop_on_signals
+from streamfm.training.split import LeaveLastOut
 from streamfm.training.targets import clean_batch, numeric_columns
 
 __all__ = ["TrainResult", "Trainer", "TrainedModel", "train"]
@@ -55,11 +56,6 @@ class Trainer:
     def __init__(
         self, spec: Spec, progress: ProgressFn | None = None, *, resume: bool = False
     ) -> None:
-        if spec.validation.split is not None:
-            raise SpecError(
-                "validation.split: leave_last_out is not implemented yet; give the held-out "
-                "events as a validation.source (see docs/ranking.md)"
-            )
         if spec.task == "ranking" and spec.distributed is not None:
             raise SpecError("distributed: task ranking trains on one machine only")
         self.spec = spec
@@ -75,7 +71,10 @@ class Trainer:
         self.learner.set_storage(self._cache_folder() / "learner")
         # --- the parts of the run state (all checkpointed)
         self.run = RunState(next_eval=spec.validation.every_rows or None)
-        self.evaluation = Evaluation(spec, self.model)
+        self.split = (
+            LeaveLastOut(spec, self.pipeline) if spec.validation.split is not None else None
+        )
+        self.evaluation = Evaluation(spec, self.model, self.split)
         self.bad = BadRows(spec.source.on_bad_rows, self.out_dir / spec.output.quarantine)
         self.cache = self._make_cache()
         initial = copy_state([b.state_dict() for b in self.pipeline.builders])
@@ -120,6 +119,8 @@ class Trainer:
             parts["cache"] = self.cache
         if self.shuffle is not None:
             parts["shuffle"] = self.shuffle
+        if self.split is not None:
+            parts["split"] = self.split
         for name, part in self.learner.training_parts().items():
             parts[f"learner_{name}"] = part
         return parts
@@ -203,6 +204,8 @@ class Trainer:
         restored = self._restore_latest() if self.resume else False
         if not restored and self.spec.model.init_from:
             self._warm_start(self.spec.model.init_from)
+        if self.split is not None and not self.split.scanned:
+            self._scan_split()
         self._known_rows = self._source_rows()
         self._start = time.perf_counter()
         self._last_ckpt_time = time.monotonic()
@@ -247,6 +250,24 @@ class Trainer:
             "one; fix the data (or set source.on_bad_rows) and resume with --resume"
         )
 
+    def _scan_split(self) -> None:
+        """validation.split: the first pass over the source (each key's last event)."""
+        stream = SourceStream(
+            self.spec.source,
+            self.columns,
+            on_bad_row=None if self.bad.policy == "fail" else (lambda row: None),
+            should_stop=self._stop.is_set,
+            column_types=numeric_columns(self.pipeline, self.spec.target, self.spec.task),
+        )
+        self.split.scan(stream.batches({"done": [], "current": None}))
+        if self._stop.is_set():  # stopped during the pass: a resumed run passes again
+            self.split.scanned = False
+            return
+        self.notes.append(
+            f"leave_last_out: {self.split.n_held_out:,} events held out (the last of each "
+            f"{self.spec.validation.key})"
+        )
+
     def _epoch_stream(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
         """This epoch's (chunk, y) from where the run stands, through the shuffle window."""
         if self.run.epoch > 0 and not self.learner.replays_rows:
@@ -289,6 +310,7 @@ class Trainer:
         while True:
             # The position before this batch: a bad row in it must not move the run past it.
             before = (run.stream.get("current"), len(run.stream["done"]), run.rows_read)
+            split_before = None if self.split is None else self.split.state_position()
             try:
                 batch, pos = next(batches)
             except StopIteration:
@@ -299,6 +321,8 @@ class Trainer:
             if run.epoch == 0:
                 run.rows_read += batch.num_rows
             lines = stream.batch_lines
+            if self.split is not None:
+                batch, lines = self.split.take(batch, run.epoch, lines)
             try:
                 batch, y = clean_batch(
                     batch, self.pipeline, self.spec.target, self.spec.task, bad, pos.path, lines
@@ -306,6 +330,8 @@ class Trainer:
             except DataError as exc:
                 # Nothing of this batch was learnt: the run stands before it.
                 run.stream["current"], done, run.rows_read = before
+                if split_before is not None:
+                    self.split.epoch, self.split.position = split_before
                 for path in run.stream["done"][done:]:
                     run.learnt_sizes.pop(path, None)
                 del run.stream["done"][done:]
@@ -468,6 +494,7 @@ class Trainer:
             "rows_learnt": run.rows_learnt,
             "rows_skipped": self.bad.skipped,
             "rows_quarantined": self.bad.quarantined,
+            **({"rows_held_out": self.split.n_held_out} if self.split is not None else {}),
             "epochs": run.epoch + 1,
             "seconds": round(seconds, 3),
             "rows_per_second": round(run.rows_learnt / seconds, 1) if seconds > 0 else None,
