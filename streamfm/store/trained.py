@@ -59,6 +59,16 @@ class TrainedModel:
 
         return self.predict_table(self._with_columns(to_table(data)))
 
+    def recommend(self, data: Any, k: int = 10, exclude_seen: Any = None) -> pa.Table:
+        """Task ranking: the top-k items of each context row of `data` (a pandas DataFrame, a
+        pyarrow Table, a mapping of columns; the context builders' columns), as a table of the
+        context key columns, `rank` (1 = best), `item` (original item values) and `score`.
+        `exclude_seen`: (user, item) pairs (rows in memory, or a file path) whose items are
+        never recommended to that user. SpecError for a model of another task."""
+        from streamfm.recommendations import recommend
+
+        return recommend(self, data, k, exclude_seen)
+
     def predict_one(self, x: Mapping[str, Any]) -> float:
         """The prediction for one row given as a dict of column values (River's predict_one)."""
         from streamfm.frames import rows_table
