@@ -327,6 +327,18 @@ def search(fn: Callable, grid: list[dict], valid: Split, seed: int) -> tuple[dic
     return best[1], best[0], tried
 
 
+def _revision(checkout: Path) -> str:
+    """`git describe`-like name of a checkout's commit (+ "with uncommitted changes")."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", "-C", str(checkout), *a], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    return head + (" with uncommitted changes" if git("status", "--porcelain", "-uno") else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -408,6 +420,10 @@ def main() -> None:
         f"positives), then refitted on all training positives; seed {args.seed}"
         + (", quick grid" if args.quick else "")
         + ".",
+        "",
+        f"streamfm rows trained with the checkout {STREAMFM['checkout']} at "
+        f"{_revision(STREAMFM['checkout'])}. LightFM 1.17 (an sdist whose setup.py fails under "
+        "PEP 517 builds) was built with `pip wheel --no-use-pep517` of pip < 23.1.",
         "",
         "| method | recall@10 | NDCG@10 | AUC | valid NDCG@10 | settings tried | "
         "fit (s) | chosen |",
