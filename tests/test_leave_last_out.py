@@ -136,3 +136,24 @@ def test_non_positive_and_bad_rows_are_not_held_out(tmp_path):
     # u3 has no positive
     assert list(trainer.split.rows) == [1, 2]
     assert trainer.split.table.column("item").to_pylist() == ["b", "b"]
+
+
+def test_no_usable_event_gives_an_empty_holdout(tmp_path):
+    t = pa.table(
+        {
+            "user": ["u1", "u2"],
+            "item": ["a", "b"],
+            "genre": ["g", "g"],
+            "rating": pa.array([1.0, 2.0]),
+        }
+    )
+    pq.write_table(t, tmp_path / "ev.parquet")
+    spec = ranking_spec(
+        source={"path": str(tmp_path / "ev.parquet")},
+        target={"column": "rating", "positive": [4, 5]},
+        validation=SPLIT,
+        output={"dir": str(tmp_path / "out")},
+    )
+    result = train(spec)
+    assert result.summary["rows_held_out"] == 0
+    assert "holdout_ndcg" in result.history[-1]

@@ -79,7 +79,8 @@ class Evaluation:
     def _split_table(self) -> pa.Table:
         t = self.split.table
         if t is None:  # no key had a usable event: an empty holdout
-            return pa.table({c: pa.array([], pa.string()) for c in self.model.pipeline.columns()})
+            cols = [*self.model.pipeline.columns(), *self.spec.target_columns()]
+            return pa.table({c: pa.array([], pa.string()) for c in dict.fromkeys(cols)})
         return t
 
     def _early_stopping(self, value: float) -> None:
