@@ -305,6 +305,7 @@ def test_a_spec_with_every_builtin_builder(tmp_path):
         "user_day",
         "join_item",
         "libfm",
+        "sequence_user",
     } == groups
 
 
