@@ -1,7 +1,7 @@
 """streamfm: Factorization Machines trained out-of-core on streams of events, one case at a time.
 
 Public API (imported lazily so that `streamfm --help` starts fast):
-FMRegressor, FMClassifier, load_model, TrainedModel, Spec, load_spec, train, and the errors
+FMRegressor, FMClassifier, FMRanker, load_model, TrainedModel, Spec, load_spec, train, and the errors
 StreamFMError, SpecError, DataError.
 """
 
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "FMRegressor": "streamfm.estimators",
     "FMClassifier": "streamfm.estimators",
+    "FMRanker": "streamfm.estimators",
     "load_model": "streamfm.store.models",
     "TrainedModel": "streamfm.store.trained",
     "Spec": "streamfm.spec",

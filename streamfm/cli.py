@@ -242,6 +242,46 @@ def predict(
 
 
 @app.command()
+def recommend(
+    model: Annotated[Path, typer.Argument(help="model file of task ranking")],
+    contexts: Annotated[
+        str, typer.Argument(help="file, glob, folder, or - for stdin: the context rows")
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="OUT.parquet, OUT.csv, or - (CSV to stdout)")
+    ],
+    top: Annotated[int, typer.Option("--top", "-k", help="Items per context.")] = 10,
+    exclude_seen: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude-seen", help="(user, item) pairs never recommended (file, glob, folder)."
+        ),
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="Input format if not inferable.")
+    ] = None,
+    allow_plugin: AllowPluginOption = None,
+) -> None:
+    """The top-k items of every context row (context keys, rank, item, score)."""
+    _skip_numba_blas_probe()
+    from streamfm.recommendations import check_ranking, write_recommendations
+
+    def go():
+        m = _load_pipeline_model(model, allow_plugin)
+        check_ranking(m, str(model))
+        return write_recommendations(
+            m, m.source_config(contexts, format), output, top, exclude_seen
+        )
+
+    n, rows = _run(go, arguments=True)
+    typer.echo(
+        f"wrote {rows:,} recommendations for {n:,} contexts to "
+        f"{'stdout' if output == '-' else output}",
+        err=output == "-",
+    )
+
+
+@app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="model file written by `streamfm train`")],
     input: Annotated[str, typer.Argument(help="file, glob or folder holding the target column")],

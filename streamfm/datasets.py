@@ -295,3 +295,68 @@ def write_event_log(
         pq.write_table(part, paths[name], row_group_size=group)
     pq.write_table(items, paths["items"])
     return paths
+
+
+def make_implicit_events(
+    n_users: int = 300,
+    n_items: int = 200,
+    events_per_user: int = 20,
+    n_genres: int = 8,
+    k: int = 4,
+    temperature: float = 0.5,
+    seed: int = 0,
+    taste: float = 0.5,
+) -> tuple[pa.Table, np.ndarray]:
+    """Implicit feedback from a planted low-rank preference model (task ranking).
+
+    Planted score s(u, i) = b_i + <p_u, q_i> + t_u[genre of i], with p, q ~ N(0, 1/k) · 2,
+    b_i ~ N(0, 0.5²), tastes t ~ N(0, taste²). Each user draws `events_per_user` distinct items with
+    probability ∝ exp(s(u, i) / temperature) (without replacement); events of all users are
+    interleaved in a random order, and each user's last event in that order is flagged.
+
+    Returns ``(events, scores)``: events with columns user ("u0042"), item ("i0017"),
+    genre ("g3", the item's genre), t (int64 event order), last (bool: the user's last event);
+    scores the planted (n_users, n_items) float64 matrix.
+    """
+    rng = np.random.default_rng(seed)
+    P = rng.normal(0, 2.0 / np.sqrt(k), (n_users, k))
+    Q = rng.normal(0, 1.0 / np.sqrt(k), (n_items, k))
+    b = rng.normal(0, 0.5, n_items)
+    genre = rng.integers(0, n_genres, n_items)
+    tastes = rng.normal(0, taste, (n_users, n_genres))
+    scores = b[None, :] + P @ Q.T + tastes[:, genre]
+    users, items = [], []
+    for u in range(n_users):
+        logits = scores[u] / temperature
+        # Gumbel top-m: m distinct items by softmax without replacement
+        g = logits + rng.gumbel(size=n_items)
+        chosen = np.argsort(-g)[:events_per_user]
+        users.append(np.full(len(chosen), u))
+        items.append(rng.permutation(chosen))
+    u_all = np.concatenate(users)
+    i_all = np.concatenate(items)
+    # interleave users keeping each user's own order
+    keys = rng.random(len(u_all))
+    order = np.lexsort((np.arange(len(u_all)), keys))
+    per_user_rank = np.concatenate([np.arange(len(x)) for x in users])
+    # sort each user's events by their position so that their order is kept
+    pos = np.empty(len(u_all), dtype=np.int64)
+    pos[order] = np.arange(len(u_all))
+    for u in range(n_users):
+        sel = np.flatnonzero(u_all == u)
+        pos[sel] = np.sort(pos[sel])[per_user_rank[sel]]
+    final = np.argsort(pos)
+    u_all, i_all = u_all[final], i_all[final]
+    last = np.zeros(len(u_all), dtype=bool)
+    _, last_idx = np.unique(u_all[::-1], return_index=True)
+    last[len(u_all) - 1 - last_idx] = True
+    table = pa.table(
+        {
+            "user": pa.array([f"u{u:04d}" for u in u_all]),
+            "item": pa.array([f"i{i:04d}" for i in i_all]),
+            "genre": pa.array([f"g{genre[i]}" for i in i_all]),
+            "t": pa.array(np.arange(len(u_all), dtype=np.int64)),
+            "last": pa.array(last),
+        }
+    )
+    return table, scores

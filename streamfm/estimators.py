@@ -72,7 +72,7 @@ except ImportError:  # the estimators work without scikit-learn, outside its too
         check_is_fitted,
     )
 
-__all__ = ["FMClassifier", "FMRegressor", "NotFittedError", "expected_failed_checks"]
+__all__ = ["FMClassifier", "FMRanker", "FMRegressor", "NotFittedError", "expected_failed_checks"]
 
 _D = {name: f.default for name, f in EstimatorConfig.model_fields.items()}
 _MODEL_KEYS = [k for k in ModelConfig.model_fields if k != "init_from"]
@@ -902,3 +902,241 @@ def _threads(n_jobs: int | None, n_tasks: int) -> int:
         return 1
     cores = os.cpu_count() or 1
     return max(1, min(n_tasks, cores if n_jobs == -1 else int(n_jobs)))
+
+
+# --- ranking
+
+
+class FMRanker(BaseEstimator):
+    """Ranking from implicit feedback (task ranking, docs/ranking.md), scikit-learn style.
+
+    `fit(X_context, items)`: row r of X_context (a DataFrame, pyarrow Table, mapping of columns,
+    or a 2-D array: columns x0, x1, ...) chose item `items[r]` (a positive event). Its columns
+    become context features through the builders of `features` (default: one per column by its
+    type, as FMRegressor). `item_features`: a table with an `item` column and one row per item
+    whose other columns describe the item (item-side builders, looked up per event). Training is
+    the spec path: the estimator writes the events to a temporary Parquet file and trains the
+    spec `spec_` (the same RankingLearner, sampler and step rules as `streamfm train`); the
+    model is `model_` (a TrainedModel). Events are learnt in the order given.
+
+    `predict(X_context, items)`: the FM score of each (context, item) pair; `recommend(X_context,
+    k)`: the k best catalogue items per context (items (n, k) object array, None beyond the
+    candidates; with return_scores=True also the scores, -inf there); `score(X_context, items)`:
+    holdout `metric` at `top_k` (ndcg, recall, precision, mrr or auc), each pair's item ranked
+    among all catalogue items. Hyper-parameters are the spec's keys (`model.k`, `ranking.loss`,
+    `ranking.negatives.*`, `learner.*`, `ranking.user`, `ranking.k` as `top_k`), with the spec's
+    defaults except k, learning_rate, epochs and init_std.
+    """
+
+    def __init__(
+        self,
+        k: int = 8,
+        *,
+        loss: str = "bpr",
+        method: str = "adagrad",
+        learning_rate: float = 0.05,
+        epochs: int = 5,
+        reg_linear: float = LearnerConfig.model_fields["reg_linear"].default,
+        reg_factors: float = LearnerConfig.model_fields["reg_factors"].default,
+        init_std: float = 0.1,
+        sampler: str = "uniform",
+        per_positive: int = 1,
+        exclude_seen: bool = False,
+        recent: int = 50,
+        user: str | None = None,
+        features: list[dict[str, Any]] | None = None,
+        top_k: int = 10,
+        metric: str = "ndcg",
+        batch_size: int = 65_536,
+        seed: int = 0,
+    ) -> None:
+        self.k = k
+        self.loss = loss
+        self.method = method
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.reg_linear = reg_linear
+        self.reg_factors = reg_factors
+        self.init_std = init_std
+        self.sampler = sampler
+        self.per_positive = per_positive
+        self.exclude_seen = exclude_seen
+        self.recent = recent
+        self.user = user
+        self.features = features
+        self.top_k = top_k
+        self.metric = metric
+        self.batch_size = batch_size
+        self.seed = seed
+
+    ITEM = "item"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
+    def _context_table(self, X, reset: bool):
+        if not is_table(X) or _issparse(X):
+            X = np.asarray(X)
+            if X.ndim != 2:
+                raise DataError(f"X_context must be a table or a 2-D array, got shape {X.shape}")
+            cols = [f"x{j}" for j in range(X.shape[1])]
+            if not reset and cols != self.context_columns_:
+                raise DataError(
+                    f"X_context has {X.shape[1]} columns, FMRanker was fitted on "
+                    f"{len(self.context_columns_)}: {self.context_columns_}"
+                )
+            X = {c: X[:, j] for j, c in enumerate(cols)}
+        table = to_table(X, "X_context")
+        if self.ITEM in table.column_names:
+            raise DataError(f"X_context holds a column '{self.ITEM}': pass the items apart")
+        if reset:
+            self.context_columns_ = list(table.column_names)
+        missing = [c for c in self.context_columns_ if c not in table.column_names]
+        if missing:
+            raise DataError(f"X_context lacks the column(s) {missing} FMRanker was fitted with")
+        return table.select(self.context_columns_)
+
+    def _with_items(self, table, items):
+        import pyarrow as pa
+
+        items = np.asarray(items)
+        if items.ndim != 1 or len(items) != table.num_rows:
+            raise DataError(
+                f"items: expected {table.num_rows} item ids (one per context row), got shape "
+                f"{items.shape}"
+            )
+        table = table.append_column(self.ITEM, pa.array(items.tolist()).cast(pa.string()))
+        if getattr(self, "item_table_", None) is not None:
+            joined = table.append_column("__order__", pa.array(np.arange(table.num_rows))).join(
+                self.item_table_, self.ITEM, join_type="left outer"
+            )
+            table = joined.sort_by("__order__").drop_columns(["__order__"])
+        return table
+
+    def fit(self, X_context, items, item_features=None):
+        """Learn from the positive events (X_context[r] chose items[r])."""
+        import tempfile
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from streamfm.spec import parse_spec
+        from streamfm.training.loop import train
+
+        context = self._context_table(X_context, reset=True)
+        item_cols: list[str] = []
+        self.item_table_ = None
+        if item_features is not None:
+            it = to_table(item_features, "item_features")
+            if self.ITEM not in it.column_names:
+                raise DataError(f"item_features needs an '{self.ITEM}' column")
+            it = it.set_column(
+                it.column_names.index(self.ITEM), self.ITEM, it.column(self.ITEM).cast(pa.string())
+            )
+            item_cols = [c for c in it.column_names if c != self.ITEM]
+            clash = sorted(set(item_cols) & set(context.column_names))
+            if clash:
+                raise DataError(f"item_features and X_context share the column(s) {clash}")
+            self.item_table_ = it
+        events = self._with_items(context, items)
+        if self.features is not None:
+            ctx_features = [dict(b) for b in self.features]
+        else:
+            ctx_features = default_features(context.schema, standardize=False)
+        item_features_b = (
+            default_features(self.item_table_.select(item_cols).schema, standardize=False)
+            if item_cols
+            else []
+        )
+        features = [
+            *ctx_features,
+            {"type": "categorical", "name": self.ITEM, "columns": [self.ITEM]},
+            *item_features_b,
+        ]
+        with tempfile.TemporaryDirectory(prefix="streamfm-ranker-") as tmp:
+            path = Path(tmp) / "events.parquet"
+            pq.write_table(events, path)
+            spec = {
+                "source": {"path": str(path), "batch_size": self.batch_size},
+                "task": "ranking",
+                "features": features,
+                "ranking": {
+                    "item": self.ITEM,
+                    "item_features": [b["name"] for b in item_features_b],
+                    "user": self.user,
+                    "loss": self.loss,
+                    "negatives": {
+                        "sampler": self.sampler,
+                        "per_positive": self.per_positive,
+                        "exclude_seen": self.exclude_seen,
+                        "recent": self.recent,
+                    },
+                    "k": self.top_k,
+                },
+                "model": {"k": self.k, "seed": self.seed, "init_std": self.init_std},
+                "learner": {
+                    "method": self.method,
+                    "learning_rate": self.learning_rate,
+                    "epochs": self.epochs,
+                    "reg_linear": self.reg_linear,
+                    "reg_factors": self.reg_factors,
+                },
+                "output": {"dir": str(Path(tmp) / "out")},
+                "checkpoint": {"enabled": False},
+            }
+            if self.user is None:
+                del spec["ranking"]["user"]
+            parsed = parse_spec(spec, name="FMRanker")
+            result = train(parsed)
+        self.spec_ = parsed.model_dump(mode="json")
+        self.model_ = result.model
+        self.history_ = result.history
+        # the catalogue's items, as the values given (the catalogue keys them as text)
+        given = list(dict.fromkeys(np.asarray(items).tolist()))
+        original = dict(zip(pa.array(given).cast(pa.string()).to_pylist(), given, strict=True))
+        keys = self.model_.learner.catalogue.item_keys(
+            self.model_.pipeline, self.model_.learner.item_group
+        ).to_pylist()
+        self.items_ = np.array([original.get(k, k) for k in keys] + [None], dtype=object)[:-1]
+        return self
+
+    def predict(self, X_context, items) -> np.ndarray:
+        """FM scores of the (context row, item) pairs (higher: preferred)."""
+        check_is_fitted(self)
+        table = self._with_items(self._context_table(X_context, reset=False), items)
+        return self.model_.predict(table)
+
+    def recommend(self, X_context, k: int = 10, return_scores: bool = False, exclude=None):
+        """The k best catalogue items of each context row: an (n, k) object array of item
+        ids (None where fewer than k items are candidates), and the (n, k) scores with
+        return_scores. `exclude`: (user, item) pairs never recommended to that user (a
+        table with the ranking.user column and an `item` column)."""
+        from streamfm.recommendations import Recommender, _history_batches
+
+        check_is_fitted(self)
+        table = self._context_table(X_context, reset=False)
+        rec = Recommender(self.model_)
+        if exclude is not None:
+            rec.set_history(_history_batches(exclude, self.model_))
+        idx, scores = [], []
+        for b in batches(table):
+            i, s = rec.top(b, int(k))
+            idx.append(i)
+            scores.append(s)
+        idx = np.concatenate(idx) if idx else np.zeros((0, int(k)), np.int64)
+        scores = np.concatenate(scores) if scores else np.zeros((0, int(k)))
+        keys = np.append(self.items_, None)
+        out = keys[np.where(idx >= 0, idx, len(self.items_))]
+        return (out, scores) if return_scores else out
+
+    def score(self, X_context, items) -> float:
+        """Holdout `metric` @ `top_k` of the pairs: each item ranked among all catalogue items
+        for its context (the user's recent training positives other than it left out)."""
+        check_is_fitted(self)
+        table = self._with_items(self._context_table(X_context, reset=False), items)
+        return float(self.model_.evaluate(table)[self.metric])
+
+    def save(self, path: str | Path) -> None:
+        """The trained model as a model file (`streamfm recommend` / `load_model` read it)."""
+        check_is_fitted(self)
+        self.model_.save(path)

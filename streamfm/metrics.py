@@ -26,7 +26,10 @@ __all__ = [
     "CLASSIFICATION_METRICS",
     "MAE",
     "METRICS",
+    "RANKING_METRICS",
     "REGRESSION_METRICS",
+    "SAMPLED_RANKING_METRICS",
+    "RankingMetrics",
     "RMSE",
     "Accuracy",
     "LogLoss",
@@ -38,6 +41,10 @@ __all__ = [
 
 REGRESSION_METRICS: tuple[str, ...] = ("rmse", "mae")
 CLASSIFICATION_METRICS: tuple[str, ...] = ("logloss", "auc", "accuracy")
+#: task ranking, on the stream: the positive ranked among its sampled negatives before learning
+SAMPLED_RANKING_METRICS: tuple[str, ...] = ("sampled_auc", "sampled_hit")
+#: task ranking, on a holdout: the held-out item ranked among all catalogue items (@ranking.k)
+RANKING_METRICS: tuple[str, ...] = ("ndcg", "recall", "precision", "mrr", "auc")
 
 LOGLOSS_EPS = 1e-15
 ACCURACY_THRESHOLD = 0.5
@@ -436,7 +443,126 @@ class WindowedMetric(Metric):
         )
 
 
+class SampledRankMean(_MeanMetric):
+    """Mean of per-positive values the ranking learner reports (y_pred), e.g. the fraction of its
+    sampled negatives scored below the positive (``sampled_auc``) or whether all were
+    (``sampled_hit``). Positives without negatives are not passed in."""
+
+    higher_is_better = True
+
+    @staticmethod
+    def _per_case(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        return y_pred
+
+
+class SampledAUC(SampledRankMean):
+    name = "sampled_auc"
+
+
+class SampledHit(SampledRankMean):
+    """Fraction of positives scored strictly above all their sampled negatives (y_pred: the
+    positive's sampled AUC, 1 exactly then)."""
+
+    name = "sampled_hit"
+
+    @staticmethod
+    def _per_case(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        return (y_pred == 1.0).astype(np.float64)
+
+
+class RankingMetrics:
+    """Holdout ranking metrics over all catalogue items, streaming and checkpointable.
+
+    Each holdout event is one (context, held-out item) case with the item's 0-based rank r
+    among the n candidate items (all catalogue items but the excluded ones; ties count half):
+    recall@k = [r < k], precision@k = [r < k] / k, NDCG@k = [r < k] / log2(r + 2),
+    MRR@k = [r < k] / (r + 1), each averaged over cases; AUC = 1 − r / n per case, averaged per
+    user first (users given as integer keys; without them every case is its own user), then
+    over users. Events whose item was never seen in training cannot be ranked: they are
+    counted (``unranked``) and left out.
+    """
+
+    def __init__(self, k: int = 10) -> None:
+        self.k = int(k)
+        self.reset()
+
+    def reset(self) -> None:
+        self._sums = np.zeros(4, dtype=np.float64)  # recall, precision, ndcg, mrr
+        self._n = 0
+        self.unranked = 0
+        self._user_auc: dict[int, list[float]] = {}
+
+    def update(self, above, ties, n_cand, users=None) -> None:
+        """Add cases: items scored above / equal to the held-out one, candidates (n_cand 0:
+        the item cannot be ranked), and optionally each case's user key (int)."""
+        above = np.asarray(above, dtype=np.float64)
+        ties = np.asarray(ties, dtype=np.float64)
+        n_cand = np.asarray(n_cand, dtype=np.int64)
+        ok = n_cand > 0
+        self.unranked += int((~ok).sum())
+        r = above[ok] + 0.5 * ties[ok]
+        hit = r < self.k
+        self._sums += [
+            hit.sum(),
+            hit.sum() / self.k,
+            (hit / np.log2(r + 2.0)).sum(),
+            (hit / (r + 1.0)).sum(),
+        ]
+        self._n += int(ok.sum())
+        auc = 1.0 - r / n_cand[ok]
+        if users is None:
+            keys = np.arange(self._n - len(auc), self._n) + (1 << 62)
+        else:
+            keys = np.asarray(users, dtype=np.int64)[ok]
+        for u, a in zip(keys.tolist(), auc.tolist(), strict=True):
+            acc = self._user_auc.setdefault(u, [0.0, 0])
+            acc[0] += a
+            acc[1] += 1
+
+    def values(self) -> dict[str, float]:
+        n = self._n
+        if not n:
+            return {name: math.nan for name in RANKING_METRICS} | {"rows": 0}
+        recall, precision, ndcg, mrr = (self._sums / n).tolist()
+        auc = float(np.mean([s / c for s, c in self._user_auc.values()]))
+        return {
+            "ndcg": ndcg,
+            "recall": recall,
+            "precision": precision,
+            "mrr": mrr,
+            "auc": auc,
+            "rows": n,
+            "unranked": self.unranked,
+        }
+
+    def state_dict(self) -> dict:
+        users = np.array(list(self._user_auc), dtype=np.int64)
+        acc = np.array(list(self._user_auc.values()), dtype=np.float64).reshape(-1, 2)
+        return {
+            "k": self.k,
+            "sums": self._sums.tolist(),
+            "count": self._n,
+            "unranked": self.unranked,
+            "users": users,
+            "user_auc": acc,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["k"]) != self.k:
+            raise ValueError(f"ranking metrics: saved for k={state['k']}, not k={self.k}")
+        self._sums = np.asarray(state["sums"], dtype=np.float64).reshape(4)
+        self._n = int(state["count"])
+        self.unranked = int(state["unranked"])
+        acc = np.asarray(state["user_auc"], dtype=np.float64).reshape(-1, 2)
+        self._user_auc = {
+            int(u): [float(a[0]), int(a[1])]
+            for u, a in zip(np.asarray(state["users"]).tolist(), acc, strict=True)
+        }
+
+
 METRICS: dict[str, type[Metric]] = {
+    "sampled_auc": SampledAUC,
+    "sampled_hit": SampledHit,
     "rmse": RMSE,
     "mae": MAE,
     "logloss": LogLoss,

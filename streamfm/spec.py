@@ -7,6 +7,7 @@ Relative paths in a spec are relative to the current working directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +25,26 @@ from streamfm.config import (
     format_validation_error,
 )
 from streamfm.errors import SpecError
-from streamfm.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from streamfm.metrics import (
+    CLASSIFICATION_METRICS,
+    RANKING_METRICS,
+    REGRESSION_METRICS,
+    SAMPLED_RANKING_METRICS,
+)
 from streamfm.sources.discovery import STDIN
 
 # Spec sections that must not change between a checkpoint and its resumption: they decide what
 # the model is and how each update is made. Sources, validation, output may change.
-RESUME_FIXED_SECTIONS = ("task", "target", "features", "model", "learner", "groups", "cache")
+RESUME_FIXED_SECTIONS = (
+    "task",
+    "target",
+    "features",
+    "model",
+    "learner",
+    "groups",
+    "cache",
+    "ranking",
+)
 
 
 class TargetConfig(StrictModel):
@@ -54,7 +69,18 @@ class ValidationConfig(StrictModel):
         "epochs; 0: epoch ends only); one that falls on an epoch's end is that epoch's record",
     )
     metric: str | None = Field(
-        None, description="default: rmse (regression), logloss (classification)"
+        None,
+        description="default: rmse (regression), logloss (classification), ndcg (ranking: "
+        "ndcg, recall, precision, mrr or auc, at ranking.k)",
+    )
+    split: Literal["leave_last_out"] | None = Field(
+        None,
+        description="ranking: hold out each key's last event of the training source (a first "
+        "pass over the source finds them; not for stdin or follow) instead of a validation "
+        "source",
+    )
+    key: str | None = Field(
+        None, description="split leave_last_out: the builder whose key the split is per (a user)"
     )
     patience: int = Field(
         0, ge=0, description="stop after this many evaluations without improvement (0: never)"
@@ -124,15 +150,73 @@ class DistributedConfig(StrictModel):
     )
 
 
+class NegativesConfig(StrictModel):
+    """Task ranking: how negatives are drawn for each positive event (causal, seeded)."""
+
+    sampler: Literal["uniform", "popularity"] = Field(
+        "uniform",
+        description="uniform over the items seen in earlier events, or in proportion to their "
+        "positive events so far (popularity); never the positive itself",
+    )
+    per_positive: int = Field(1, ge=1, le=1000, description="negatives per positive event")
+    exclude_seen: bool = Field(
+        False,
+        description="never draw an item among the user's last `recent` positives (needs "
+        "ranking.user)",
+    )
+    recent: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="size of each user's recent-positive filter (exclude_seen, and the items "
+        "excluded from holdout ranking): memory is users × recent × 4 bytes",
+    )
+    max_tries: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="draws per negative before giving up on it (a positive then has fewer "
+        "negatives; only when almost every item is excluded)",
+    )
+
+
+class RankingConfig(StrictModel):
+    """Task ranking: which builders describe the item; everything else is the context."""
+
+    item: str = Field(description="name of the builder of the item id")
+    item_features: list[str] = Field(
+        default_factory=list,
+        description="names of further builders keyed by the item (e.g. a join on the item "
+        "table): negatives take these entries from the item catalogue",
+    )
+    user: str | None = Field(
+        None,
+        description="name of the builder of the user id (exclude_seen, per-user AUC, the items "
+        "excluded from holdout ranking); default: the first builder that is not item-side",
+    )
+    loss: Literal["bpr", "logistic"] = Field(
+        "bpr",
+        description="bpr: pairwise, maximise ln σ(ŷ(pos) − ŷ(neg)); logistic: pointwise with "
+        "sampled negatives (positives y=1, negatives y=0)",
+    )
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+    k: int = Field(10, ge=1, le=100_000, description="cut-off of the holdout metrics @k")
+
+
 class Spec(StrictModel):
     """The whole spec.yaml."""
 
     source: SourceConfig
-    task: Literal["regression", "classification"] = Field(
+    task: Literal["regression", "classification", "ranking"] = Field(
         "regression",
-        description="regression: squared loss; classification: logistic loss (als, mcmc: probit)",
+        description="regression: squared loss; classification: logistic loss (als, mcmc: "
+        "probit); ranking: implicit feedback, every row a positive event (docs/ranking.md)",
     )
-    target: TargetConfig | None = Field(None, description="a column name, or {column, positive}")
+    target: TargetConfig | None = Field(
+        None,
+        description="a column name, or {column, positive}; ranking: optional, only rows whose "
+        "target is in target.positive are positives",
+    )
     features: list[dict[str, Any]] = Field(
         default_factory=list,
         description="feature builders, each {type: ..., ...} (libFM sources default to [libfm])",
@@ -147,6 +231,9 @@ class Spec(StrictModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    ranking: RankingConfig | None = Field(
+        None, description="task ranking: the item side of a row and the negatives"
+    )
     distributed: DistributedConfig | None = Field(
         None, description="train on a Dask cluster (see docs/distributed.md)"
     )
@@ -163,7 +250,7 @@ class Spec(StrictModel):
         libfm = self.source.format == "libfm" or (
             self.source.format is None and _looks_libfm(self.source.path)
         )
-        if self.target is None:
+        if self.target is None and self.task != "ranking":
             if not libfm:
                 raise ValueError("target: required key is missing (the column to learn)")
             self.target = TargetConfig(column="label")
@@ -171,7 +258,11 @@ class Spec(StrictModel):
             self.features = [{"type": "libfm"}]
         if not self.features:
             raise ValueError("features: at least one feature builder is needed")
-        allowed = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+        allowed = {
+            "regression": REGRESSION_METRICS,
+            "classification": CLASSIFICATION_METRICS,
+            "ranking": RANKING_METRICS,
+        }[self.task]
         if self.validation.metric is None:
             self.validation.metric = allowed[0]
         elif self.validation.metric not in allowed:
@@ -193,9 +284,74 @@ class Spec(StrictModel):
             )
         if self.source.follow and self.learner.epochs != 1:
             raise ValueError("learner.epochs: must be 1 with source.follow (a stream is read once)")
-        if self.target.positive is not None and self.task != "classification":
-            raise ValueError("target.positive: only for task classification")
+        if self.task == "ranking":
+            self._check_ranking(method)
+        elif self.ranking is not None:
+            raise ValueError("ranking: only for task ranking")
+        elif self.validation.split is not None:
+            raise ValueError("validation.split: only for task ranking")
+        if (
+            self.target is not None
+            and self.target.positive is not None
+            and self.task not in ("classification", "ranking")
+        ):
+            raise ValueError("target.positive: only for task classification or ranking")
         return self
+
+    def _check_ranking(self, method: str) -> None:
+        r = self.ranking
+        if r is None:
+            raise ValueError(
+                "ranking: required for task ranking, e.g. ranking: {item: <the item builder's "
+                "name>}"
+            )
+        if method not in ("sgd", "adagrad"):
+            raise ValueError(
+                f"learner.method: task ranking learns with sgd or adagrad, not {method}"
+            )
+        if self.target is not None and self.target.positive is None:
+            raise ValueError(
+                "target.positive: task ranking with a target column needs the values that mean "
+                "a positive event (e.g. positive: [4, 5]); without a target every row is one"
+            )
+        names = [b.get("name") or b.get("type") for b in self.features if isinstance(b, dict)]
+        # (the builders' own names, as parsed; the raw entries' names if they do not parse)
+        with contextlib.suppress(SpecError):  # reported by parse_spec with its own message
+            names = [b.name for b in self.builders()]
+        for key, value in (
+            ("ranking.item", r.item),
+            *((f"ranking.item_features[{i}]", v) for i, v in enumerate(r.item_features)),
+            ("ranking.user", r.user),
+            ("validation.key", self.validation.key),
+        ):
+            if value is not None and value not in names:
+                raise ValueError(f"{key}: {value!r} names no feature builder (builders: {names})")
+        item_side = [r.item, *r.item_features]
+        if len(set(item_side)) != len(item_side):
+            raise ValueError("ranking.item_features: lists a builder twice or the item builder")
+        context = [n for n in names if n not in item_side]
+        if not context:
+            raise ValueError(
+                "ranking: every builder is item-side; a context (e.g. the user) is needed"
+            )
+        if r.user is not None and r.user in item_side:
+            raise ValueError(f"ranking.user: {r.user!r} is an item-side builder")
+        if r.user is None:
+            r.user = context[0]
+        if self.validation.split is not None:
+            if self.validation.source is not None:
+                raise ValueError("validation.split: give a validation source or a split, not both")
+            if self.validation.key is None:
+                self.validation.key = r.user
+            paths = self.source.path if isinstance(self.source.path, list) else [self.source.path]
+            if self.source.follow or STDIN in paths:
+                raise ValueError(
+                    "validation.split: leave_last_out reads the source twice (the first pass "
+                    "finds each key's last event), so not with source.follow or stdin; give "
+                    "a validation.source instead"
+                )
+        elif self.validation.key is not None:
+            raise ValueError("validation.key: only with validation.split")
 
     def builders(self) -> list:
         """The `features` entries validated (`features.registry.ParsedBuilder`, presets expanded),
@@ -207,7 +363,22 @@ class Spec(StrictModel):
         return self._builders
 
     def metric_names(self) -> tuple[str, ...]:
+        """Progressive metrics of the task (ranking: of the positive among its sampled
+        negatives; its holdout metrics are `holdout_metric_names`)."""
+        if self.task == "ranking":
+            return SAMPLED_RANKING_METRICS
         return REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+
+    def target_columns(self) -> list[str]:
+        """The target column (none for task ranking without a target)."""
+        return [self.target.column] if self.target is not None else []
+
+    def holdout_metric_names(self) -> tuple[str, ...]:
+        return RANKING_METRICS if self.task == "ranking" else self.metric_names()
+
+    def has_holdout(self) -> bool:
+        """Whether runs of this spec evaluate on a holdout (a source or a split)."""
+        return self.validation.source is not None or self.validation.split is not None
 
     def output_dir(self) -> Path:
         return Path(self.output.dir.replace("{spec}", self.name))

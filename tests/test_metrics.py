@@ -13,6 +13,7 @@ from streamfm.metrics import (
     CLASSIFICATION_METRICS,
     METRICS,
     REGRESSION_METRICS,
+    SAMPLED_RANKING_METRICS,
     Metric,
     WindowedMetric,
     make_metric,
@@ -188,11 +189,13 @@ def test_bad_inputs_raise() -> None:
 
 
 def test_registry_and_directions() -> None:
-    assert set(METRICS) == set(REGRESSION_METRICS) | set(CLASSIFICATION_METRICS)
+    assert set(METRICS) == (
+        set(REGRESSION_METRICS) | set(CLASSIFICATION_METRICS) | set(SAMPLED_RANKING_METRICS)
+    )
     for name in METRICS:
         m = make_metric(name)
         assert isinstance(m, Metric) and m.name == name
-        assert m.higher_is_better == (name in ("auc", "accuracy"))
+        assert m.higher_is_better == (name in ("auc", "accuracy", *SAMPLED_RANKING_METRICS))
         w = make_metric(name, window=4)
         assert isinstance(w, WindowedMetric)
         assert (w.name, w.higher_is_better) == (m.name, m.higher_is_better)

@@ -258,6 +258,7 @@ def test_a_spec_with_every_builtin_builder(tmp_path):
             ],
         },
         {"type": "libfm"},
+        {"type": "sequence", "key": "user", "items": "item", "length": 3},
     ]
     used = {f["type"] for f in features} | {f["type"] for f in features[7]["features"]}
     assert used >= set(available_builders()) | {"mf"}
@@ -304,6 +305,7 @@ def test_a_spec_with_every_builtin_builder(tmp_path):
         "user_day",
         "join_item",
         "libfm",
+        "sequence_user",
     } == groups
 
 

@@ -53,7 +53,7 @@ def test_libfm_defaults():
         ),
         ({"model": {"k": "eight"}}, r"model.k: .*got 'eight'"),
         ({"colour": 1}, r"colour: unknown key"),
-        ({"task": "ranking"}, r"task: must be one of 'regression' or 'classification'"),
+        ({"task": "ranking"}, r"ranking: required for task ranking"),
         ({"target": None}, r"target: required"),
         ({"validation": {"metric": "auc"}}, r"validation.metric: must be one of \('rmse', 'mae'\)"),
         (

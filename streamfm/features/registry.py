@@ -32,6 +32,7 @@ _BUILTINS: dict[str, str] = {
     "numeric": "streamfm.features.numeric:NumericBuilder",
     "set": "streamfm.features.sets:SetBuilder",
     "implicit": "streamfm.features.implicit:ImplicitBuilder",
+    "sequence": "streamfm.features.sequence:SequenceBuilder",
     "time": "streamfm.features.time:TimeBuilder",
     "join": "streamfm.features.join:JoinBuilder",
     "libfm": "streamfm.features.libfm:LibFMBuilder",

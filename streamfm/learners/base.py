@@ -109,9 +109,15 @@ class LearnerHooks:
         pass
 
 
-def learner_class(method: str) -> type:
-    """The learner class implementing `learner.method` `method` (only its module is imported)."""
-    if method in ("sgd", "adagrad"):
+def learner_class(method: str, task: str = "regression") -> type:
+    """The learner class implementing `learner.method` `method` for `task` (only its module is
+    imported). Task ranking: `learners.ranking.RankingLearner`, with sgd or adagrad as the step
+    rule."""
+    if task == "ranking":
+        if method not in ("sgd", "adagrad"):
+            raise ValueError(f"task ranking learns with sgd or adagrad, not {method!r}")
+        from streamfm.learners.ranking import RankingLearner as cls
+    elif method in ("sgd", "adagrad"):
         from streamfm.learners.sgd import SGDLearner as cls
     elif method == "sgda":
         from streamfm.learners.sgda import SGDALearner as cls
@@ -127,9 +133,14 @@ def make_learner(
     learner: LearnerConfig,
     task: str,
     group_regularization: dict[int, GroupRegularization] | None = None,
+    ranking: dict[str, Any] | None = None,
 ) -> Learner:
-    """A new learner for the spec's model, learner and task sections."""
-    cls = learner_class(learner.method)
+    """A new learner for the spec's model, learner and task sections (task ranking: `ranking`
+    is the set-up `RankingLearner` takes)."""
+    cls = learner_class(learner.method, task)
+    if task == "ranking":
+        return cls(model, learner, task=task, group_regularization=group_regularization,
+                   ranking=ranking)  # fmt: skip
     return cls(model, learner, task=task, group_regularization=group_regularization)
 
 

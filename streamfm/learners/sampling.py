@@ -52,6 +52,7 @@ STREAM_V_MU = 7
 STREAM_V_LAMBDA = 8
 STREAM_LATENT = 9
 STREAM_TEST = 10  # free for callers (e.g. tests of the distributions)
+STREAM_NEGATIVES = 11  # ranking: negative items, slot = (global event number, negative)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

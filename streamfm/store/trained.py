@@ -59,6 +59,16 @@ class TrainedModel:
 
         return self.predict_table(self._with_columns(to_table(data)))
 
+    def recommend(self, data: Any, k: int = 10, exclude_seen: Any = None) -> pa.Table:
+        """Task ranking: the top-k items of each context row of `data` (a pandas DataFrame, a
+        pyarrow Table, a mapping of columns; the context builders' columns), as a table of the
+        context key columns, `rank` (1 = best), `item` (original item values) and `score`.
+        `exclude_seen`: (user, item) pairs (rows in memory, or a file path) whose items are
+        never recommended to that user. SpecError for a model of another task."""
+        from streamfm.recommendations import recommend
+
+        return recommend(self, data, k, exclude_seen)
+
     def predict_one(self, x: Mapping[str, Any]) -> float:
         """The prediction for one row given as a dict of column values (River's predict_one)."""
         from streamfm.frames import rows_table
@@ -138,11 +148,25 @@ class TrainedModel:
             kept = batch.select(keep_columns) if keep_columns else None
             yield kept, self.predict_batch(batch)
 
-    def holdout_chunks(self, source: SourceConfig) -> Iterator[tuple[CSRChunk, np.ndarray]]:
+    def holdout_chunks(
+        self, source: SourceConfig | pa.Table
+    ) -> Iterator[tuple[CSRChunk, np.ndarray]]:
         """Built (chunk, target) pairs of a source holding the target column (state frozen).
-        Bad rows follow the source's `on_bad_rows` (quarantine counts as skip here)."""
+        Bad rows follow the source's `on_bad_rows` (quarantine counts as skip here). A table
+        (the held-out rows of validation.split) is read in `source.batch_size` batches, its
+        bad rows skipped."""
         from streamfm.training.badrows import BadRows
         from streamfm.training.targets import clean_batch, numeric_columns
+
+        if isinstance(source, pa.Table):
+            bad = BadRows("skip", None)
+            for batch in source.to_batches(max_chunksize=self.spec.source.batch_size):
+                batch, y = clean_batch(
+                    batch, self.pipeline, self.spec.target, self.task, bad, None,
+                    lambda idx: np.asarray(idx) + 1,
+                )  # fmt: skip
+                yield self.transform(batch), y
+            return
 
         policy = "skip" if source.on_bad_rows == "quarantine" else source.on_bad_rows
         bad = BadRows(policy, None)
@@ -150,7 +174,7 @@ class TrainedModel:
         src.column_types = numeric_columns(self.pipeline, self.spec.target, self.task)
         if policy != "fail":
             src.on_bad_row = bad.from_source
-        columns = [*self.pipeline.columns(), self.spec.target.column]
+        columns = [*self.pipeline.columns(), *self.spec.target_columns()]
         for batch, pos in src.batches(columns=columns):
             batch, y = clean_batch(
                 batch, self.pipeline, self.spec.target, self.task, bad, pos.path, src.batch_lines
@@ -159,17 +183,20 @@ class TrainedModel:
 
     def evaluate(
         self,
-        source: SourceConfig | list[tuple[CSRChunk, np.ndarray]],
+        source: SourceConfig | pa.Table | list[tuple[CSRChunk, np.ndarray]],
         metrics: tuple[str, ...] | None = None,
         predict: Callable[[CSRChunk, int], np.ndarray] | None = None,
     ) -> dict[str, float]:
-        """Exact metrics on a source holding the target column (or on already built chunks).
+        """Exact metrics on a source (or table) holding the target column (or on already
+        built chunks).
 
         `predict(chunk, first_row)` replaces the learner's `predict` (the training loop passes
         `learner.predict_holdout`)."""
+        chunks = self.holdout_chunks(source) if not isinstance(source, list) else source
+        if self.task == "ranking":
+            return self.evaluate_ranking(chunks)
         names = metrics or self.spec.metric_names()
         found = [make_metric(n, exact=True) for n in names]
-        chunks = self.holdout_chunks(source) if isinstance(source, SourceConfig) else source
         n = 0
         for chunk, y in chunks:
             pred = self.learner.predict(chunk) if predict is None else predict(chunk, n)
@@ -179,6 +206,35 @@ class TrainedModel:
         out = {m.name: float(m.value()) for m in found}
         out["rows"] = n
         return out
+
+    def evaluate_ranking(self, chunks: Iterable[tuple[CSRChunk, np.ndarray]]) -> dict[str, float]:
+        """Task ranking: each holdout positive's item ranked among ALL catalogue items for its
+        context (`metrics.RankingMetrics` at ranking.k), the items of the user's recent
+        training positives excluded (all but the held-out item itself)."""
+        from streamfm.learners.item_scores import context_vectors, item_vectors, rank_counts
+        from streamfm.metrics import RankingMetrics
+
+        learner = self.learner
+        p, cat = learner.params, learner.catalogue
+        item_bias, item_q = item_vectors(p, cat)
+        found = RankingMetrics(self.spec.ranking.k)
+        for chunk, y in chunks:
+            keep = np.flatnonzero(np.asarray(y) > 0)
+            if len(keep) < chunk.n_rows:
+                from streamfm.csr import take_rows
+
+                chunk = take_rows(chunk, keep)
+            items = first_of_group(chunk, p, learner.item_group)
+            users = first_of_group(chunk, p, learner.user_group)
+            cb, cq = context_vectors(
+                p, chunk.indptr, chunk.indices, chunk.values, learner.item_groups
+            )
+            ex_ptr, ex = learner.recent.items_of(users)
+            above, ties, n = rank_counts(
+                cb, cq, item_bias, item_q, cat.item_index(items), ex_ptr, ex
+            )
+            found.update(above, ties, n, users=users)
+        return found.values()
 
     # --- persistence
     def state_dict(self) -> dict[str, Any]:
@@ -234,7 +290,13 @@ class TrainedModel:
     def from_spec(cls, spec: Spec) -> TrainedModel:
         """A model of the spec before any training (fresh builders and parameters)."""
         pipeline = FeaturePipeline.from_specs(spec.builders())
-        learner = make_learner(spec.model, spec.learner, spec.task, group_regularization(spec))
+        learner = make_learner(
+            spec.model,
+            spec.learner,
+            spec.task,
+            group_regularization(spec),
+            ranking=ranking_setup(spec),
+        )
         return cls(spec, pipeline, learner)
 
     @classmethod
@@ -266,6 +328,37 @@ class TrainedModel:
                 f"{path} holds a {meta.get('kind')} saved by the Python API, not a trained spec"
             )
         return cls._from_saved(meta, state, path, trust_plugins=trust_plugins)
+
+
+def first_of_group(chunk: CSRChunk, params, group: int) -> np.ndarray:
+    """Per row of `chunk`, the first feature id of feature group `group` (-1: none, or only
+    ids never seen in training)."""
+    out = np.full(chunk.n_rows, -1, dtype=np.int64)
+    if group < 0 or chunk.n_rows == 0:
+        return out
+    idx = chunk.indices.astype(np.int64)
+    seen = (idx >= 0) & (idx < params.n_features)
+    hit = np.flatnonzero(seen & (params.group[np.where(seen, idx, 0)] == group))
+    if len(hit):
+        rows = np.searchsorted(chunk.indptr, hit, side="right") - 1
+        first_rows, first = np.unique(rows, return_index=True)
+        out[first_rows] = idx[hit[first]]
+    return out
+
+
+def ranking_setup(spec: Spec) -> dict[str, Any] | None:
+    """Task ranking: the feature groups (builder indices) of the item, the item side and the
+    user, as `learners.ranking.RankingLearner` takes them; None for other tasks."""
+    if spec.task != "ranking":
+        return None
+    names = [b.name for b in spec.builders()]
+    r = spec.ranking
+    return {
+        "config": r,
+        "item_group": names.index(r.item),
+        "item_groups": [names.index(n) for n in r.item_features],
+        "user_group": names.index(r.user) if r.user is not None else None,
+    }
 
 
 def group_regularization(spec: Spec) -> dict[int, GroupRegularization]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from streamfm.config import SourceConfig
 from streamfm.csr import CSRChunk
@@ -25,9 +26,10 @@ class Evaluation:
     """The run's history, holdout evaluation and early stopping (`best` is a snapshot of the
     model at the best holdout value when `validation.restore_best`)."""
 
-    def __init__(self, spec: Spec, model: TrainedModel) -> None:
+    def __init__(self, spec: Spec, model: TrainedModel, split=None) -> None:
         self.spec = spec
         self.model = model
+        self.split = split  # validation.split: a training.split.LeaveLastOut (its table)
         self.history: list[dict[str, Any]] = []
         self.best_value: float | None = None
         self.best: dict[str, Any] | None = None
@@ -39,7 +41,7 @@ class Evaluation:
         """Holdout metrics ("holdout_<name>") of the current model, if there is a holdout; the
         early-stopping bookkeeping follows the validation metric."""
         val = self.spec.validation
-        if val.source is None:
+        if not self.spec.has_holdout():
             return {}
         learner = self.model.learner
         learner.check_finite()
@@ -47,33 +49,45 @@ class Evaluation:
             self._holdout_data(kind, epoch), predict=learner.predict_holdout
         )
         self._early_stopping(scores[val.metric])
-        return {f"holdout_{n}": v for n, v in scores.items() if n != "rows"}
+        return {f"holdout_{n}": v for n, v in scores.items() if n not in ("rows", "unranked")}
 
     def _holdout_data(
         self, kind: str, epoch: int
-    ) -> SourceConfig | list[tuple[CSRChunk, np.ndarray]]:
-        """The holdout source, or its built chunks kept in memory once features are final.
+    ) -> SourceConfig | pa.Table | list[tuple[CSRChunk, np.ndarray]]:
+        """The holdout source (validation.split: the held-out rows), or its built chunks kept
+        in memory once features are final.
 
         From the end of the first epoch on, the main pipeline's state never changes, so the
         holdout is built once (if it has at most `validation.cache_rows` rows) and reused.
         """
         val = self.spec.validation
+        source = val.source if self.split is None else self._split_table()
         if isinstance(self._holdout, list):
             return self._holdout
         if self._holdout is False or (epoch == 0 and kind != "epoch") or self.spec.source.follow:
-            return val.source
+            return source
         chunks, rows = [], 0
-        for chunk, y in self.model.holdout_chunks(val.source):
+        for chunk, y in self.model.holdout_chunks(source):
             rows += chunk.n_rows
             if rows > val.cache_rows:
                 self._holdout = False
-                return val.source
+                return source
             chunks.append((chunk, y))
         self._holdout = chunks
         return chunks
 
+    def _split_table(self) -> pa.Table:
+        t = self.split.table
+        if t is None:  # no key had a usable event: an empty holdout
+            cols = [*self.model.pipeline.columns(), *self.spec.target_columns()]
+            return pa.table({c: pa.array([], pa.string()) for c in dict.fromkeys(cols)})
+        return t
+
     def _early_stopping(self, value: float) -> None:
-        higher = make_metric(self.spec.validation.metric).higher_is_better
+        # ranking metrics (ndcg, recall, ...) are all higher-is-better
+        higher = (
+            self.spec.task == "ranking" or make_metric(self.spec.validation.metric).higher_is_better
+        )
         if self.best_value is None or (
             value > self.best_value if higher else value < self.best_value
         ):

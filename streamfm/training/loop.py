@@ -34,6 +34,7 @@ from streamfm.training.replay import ChunkCache, Rebuild
 from streamfm.training.runstate import RunState
 from streamfm.training.shuffle import ShuffleWindow
 from streamfm.training.signals import stop_on_signals
+from streamfm.training.split import LeaveLastOut
 from streamfm.training.targets import clean_batch, numeric_columns
 
 __all__ = ["TrainResult", "Trainer", "TrainedModel", "train"]
@@ -57,20 +58,25 @@ class Trainer:
     def __init__(
         self, spec: Spec, progress: ProgressFn | None = None, *, resume: bool = False
     ) -> None:
+        if spec.task == "ranking" and spec.distributed is not None:
+            raise SpecError("distributed: task ranking trains on one machine only")
         self.spec = spec
         self.progress = progress
         self.resume = resume
         self.out_dir = spec.output_dir()
         self.model = TrainedModel.from_spec(spec)
         self.pipeline, self.learner = self.model.pipeline, self.model.learner
-        self.columns = list(dict.fromkeys([*self.pipeline.columns(), spec.target.column]))
+        self.columns = list(dict.fromkeys([*self.pipeline.columns(), *spec.target_columns()]))
         self.checkpointer = Checkpointer(spec.checkpoint_dir(), spec.checkpoint.keep)
         # A learner that keeps on-disk data of the run (ALS, MCMC: the training rows) keeps it in
         # the cache folder.
         self.learner.set_storage(self._cache_folder() / "learner")
         # --- the parts of the run state (all checkpointed)
         self.run = RunState(next_eval=spec.validation.every_rows or None)
-        self.evaluation = Evaluation(spec, self.model)
+        self.split = (
+            LeaveLastOut(spec, self.pipeline) if spec.validation.split is not None else None
+        )
+        self.evaluation = Evaluation(spec, self.model, self.split)
         self.bad = BadRows(spec.source.on_bad_rows, self.out_dir / spec.output.quarantine)
         self.cache = self._make_cache()
         initial = copy_state([b.state_dict() for b in self.pipeline.builders])
@@ -124,6 +130,8 @@ class Trainer:
             parts["shuffle"] = self.shuffle
         if self._prefetch_depth:
             parts["read_ahead"] = self.read_ahead
+        if self.split is not None:
+            parts["split"] = self.split
         for name, part in self.learner.training_parts().items():
             parts[f"learner_{name}"] = part
         return parts
@@ -217,6 +225,8 @@ class Trainer:
         restored = self._restore_latest() if self.resume else False
         if not restored and self.spec.model.init_from:
             self._warm_start(self.spec.model.init_from)
+        if self.split is not None and not self.split.scanned:
+            self._scan_split()
         self._known_rows = self._source_rows()
         self._start = time.perf_counter()
         self._last_ckpt_time = time.monotonic()
@@ -260,6 +270,24 @@ class Trainer:
         self.notes.append(
             f"checkpoint {path} keeps the {self.run.rows_learnt:,} rows learnt before the bad "
             "one; fix the data (or set source.on_bad_rows) and resume with --resume"
+        )
+
+    def _scan_split(self) -> None:
+        """validation.split: the first pass over the source (each key's last event)."""
+        stream = SourceStream(
+            self.spec.source,
+            self.columns,
+            on_bad_row=None if self.bad.policy == "fail" else (lambda row: None),
+            should_stop=self._stop.is_set,
+            column_types=numeric_columns(self.pipeline, self.spec.target, self.spec.task),
+        )
+        self.split.scan(stream.batches({"done": [], "current": None}))
+        if self._stop.is_set():  # stopped during the pass: a resumed run passes again
+            self.split.scanned = False
+            return
+        self.notes.append(
+            f"leave_last_out: {self.split.n_held_out:,} events held out (the last of each "
+            f"{self.spec.validation.key})"
         )
 
     def _epoch_stream(self) -> Iterator[tuple[CSRChunk, np.ndarray]]:
@@ -309,6 +337,7 @@ class Trainer:
         while True:
             # The position before this batch: a bad row in it must not move the run past it.
             before = (run.stream.get("current"), len(run.stream["done"]), run.rows_read)
+            split_before = None if self.split is None else self.split.state_position()
             try:
                 batch, pos = next(batches)
             except StopIteration:
@@ -319,6 +348,8 @@ class Trainer:
             if run.epoch == 0:
                 run.rows_read += batch.num_rows
             lines = stream.batch_lines
+            if self.split is not None:
+                batch, lines = self.split.take(batch, run.epoch, lines)
             try:
                 batch, y = clean_batch(
                     batch, self.pipeline, self.spec.target, self.spec.task, bad, pos.path, lines
@@ -326,6 +357,8 @@ class Trainer:
             except DataError as exc:
                 # Nothing of this batch was learnt: the run stands before it.
                 run.stream["current"], done, run.rows_read = before
+                if split_before is not None:
+                    self.split.epoch, self.split.position = split_before
                 for path in run.stream["done"][done:]:
                     run.learnt_sizes.pop(path, None)
                 del run.stream["done"][done:]
@@ -400,8 +433,12 @@ class Trainer:
                 stop = min(stop, start + max(run.next_eval - run.rows_learnt, 1))
             part = chunk if stop - start == chunk.n_rows else slice_rows(chunk, start, stop)
             pred = self.learner.learn(part, y[start:stop])
-            self.progressive.update(y[start:stop], pred)
-            self.window.update(y[start:stop], pred)
+            if self.spec.task == "ranking":
+                # progressive ranking: each positive among its sampled negatives
+                auc, has = self.learner.last_sampled
+                self._update_progressive(np.ones(int(has.sum())), auc[has])
+            else:
+                self._update_progressive(y[start:stop], pred)
             run.rows_learnt += stop - start
             if run.next_eval is not None and run.rows_learnt >= run.next_eval:
                 run.next_eval += every
@@ -409,6 +446,10 @@ class Trainer:
             start = stop
         if chunk.n_rows:
             self._report()
+
+    def _update_progressive(self, y: np.ndarray, pred: np.ndarray) -> None:
+        self.progressive.update(y, pred)
+        self.window.update(y, pred)
 
     def _counts(self) -> tuple[int, ...]:
         return (self.run.rows_read, self.run.rows_learnt, self.bad.skipped, self.bad.quarantined)
@@ -503,6 +544,7 @@ class Trainer:
             "rows_learnt": run.rows_learnt,
             "rows_skipped": self.bad.skipped,
             "rows_quarantined": self.bad.quarantined,
+            **({"rows_held_out": self.split.n_held_out} if self.split is not None else {}),
             "epochs": run.epoch + 1,
             "seconds": round(seconds, 3),
             "rows_per_second": round(run.rows_learnt / seconds, 1) if seconds > 0 else None,

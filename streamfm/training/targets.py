@@ -30,7 +30,15 @@ def target_values(
     for classification without `target.positive`, a label other than 0/1, -1/+1, true/false: a
     SpecError (the task is binary; skipping such rows would learn from a few classes only).
     lines(indices): where rows of the batch are in `path`, for that message (default: row i + 1).
+
+    Task ranking: without a target every row is a positive (1); with one, rows whose target is
+    in `target.positive` are 1, the others 0.
     """
+    if task == "ranking":
+        if target is None:
+            n = batch.num_rows
+            return np.ones(n), np.zeros(n, dtype=bool), ""
+        task = "classification"
     idx = batch.schema.get_field_index(target.column)
     if idx < 0:
         raise MissingInputError(
@@ -107,7 +115,7 @@ def clean_batch(
     """
     y, bad, reason = target_values(batch, target, task, path, lines)
     reasons = np.where(bad, reason, None).astype(object)
-    columns = np.where(bad, target.column, None).astype(object)
+    columns = np.where(bad, target.column if target is not None else None, None).astype(object)
     for b in pipeline.builders:
         for mask, column, why in b.invalid_rows(batch):
             new = mask & ~bad
@@ -124,7 +132,7 @@ def numeric_columns(pipeline: FeaturePipeline, target: TargetConfig, task: str) 
     """Columns read as numbers whatever a file's first rows suggest (`Reader.column_types`):
     a regression target and the columns of `numeric` builders, as float64 (text in them that
     is not a number is a bad row, not an error of the whole file)."""
-    columns = [target.column] if task == "regression" else []
+    columns = [target.column] if task == "regression" and target is not None else []
     for b in pipeline.builders:
         if b.kind == "numeric":
             columns += b.columns()

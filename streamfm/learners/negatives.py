@@ -1,0 +1,227 @@
+"""Negative sampling for task ranking, causal and counter-based, as numba functions.
+
+For the positive event number t (0-based over the whole training stream, all epochs: the
+ranking learner's case counter), negative m is drawn from
+
+    slot = slot_key(slot_key(iteration_key(seed, 0, STREAM_NEGATIVES), t), m)
+    candidate c = 0, 1, ...: item of uniform(slot, c)
+
+(`learners.sampling`), so a negative depends only on (seed, t, m) and on the catalogue before
+event t: batch sizes change nothing and a resumed run draws what the uninterrupted one draws.
+
+- ``uniform``: item floor(u · n) of the n items seen in earlier events;
+- ``popularity``: item i with probability counts[i] / Σ counts (positive events so far), by a
+  Fenwick tree over the counts (O(log n) per draw and per update).
+
+A candidate equal to the positive, or (``exclude_seen``) among the user's last ``recent``
+positives, is rejected and the next uniform of the slot is used, up to ``max_tries`` times;
+then the positive has one negative fewer. No item is ever returned as a negative of itself.
+
+`RecentPositives` is the bounded per-user filter: a ring of the last N positive item indices
+per user (user = a feature id of the `ranking.user` builder), N · 4 bytes per user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from streamfm.learners import sampling
+
+_MIN = 64
+
+
+def negatives_key(seed: int) -> np.uint64:
+    """The key of every negative draw of a run of `seed`."""
+    return np.uint64(_key(np.uint64(seed)))
+
+
+@njit(cache=True, nogil=True)
+def _key(seed):
+    return sampling.iteration_key(seed, 0, sampling.STREAM_NEGATIVES)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def fenwick_add(bit, i, delta):
+    """counts[i] += delta in the Fenwick tree `bit` (int64, size n + 1, 1-based)."""
+    n = bit.shape[0] - 1
+    j = i + 1
+    while j <= n:
+        bit[j] += delta
+        j += j & (-j)
+
+
+@njit(cache=True, nogil=True)
+def fenwick_build(counts, n_items, size):
+    """A Fenwick tree of `size` slots over counts[:n_items] (the rest 0)."""
+    bit = np.zeros(size + 1, dtype=np.int64)
+    for i in range(n_items):
+        bit[i + 1] += counts[i]
+    for j in range(1, size + 1):
+        parent = j + (j & (-j))
+        if parent <= size:
+            bit[parent] += bit[j]
+    return bit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def fenwick_find(bit, target):
+    """The smallest index i with prefix sum counts[0..i] > target (0 <= target < total)."""
+    n = bit.shape[0] - 1
+    step = 1
+    while step * 2 <= n:
+        step *= 2
+    pos = 0
+    rest = target
+    while step > 0:
+        nxt = pos + step
+        if nxt <= n and bit[nxt] <= rest:
+            pos = nxt
+            rest -= bit[nxt]
+        step //= 2
+    return pos
+
+
+@njit(cache=True, nogil=True, inline="always")
+def in_recent(recent, slot, item):
+    if slot < 0:
+        return False
+    for a in range(recent.shape[1]):  # noqa: SIM110 - a plain loop in numba
+        if recent[slot, a] == item:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def draw_negative(
+    key, event, m, n_items, pos_item, popularity, bit, total, exclude, recent, slot, max_tries
+):
+    """Negative m of event `event` (see the module docstring); -1 if none was found."""
+    if n_items == 0 or (n_items == 1 and pos_item == 0):
+        return -1
+    if popularity and total <= 0:
+        return -1
+    s = sampling.slot_key(sampling.slot_key(key, event), m)
+    for c in range(max_tries):
+        u = sampling.uniform(s, c)
+        if popularity:
+            cand = fenwick_find(bit, np.int64(u * total))
+        else:
+            cand = np.int64(u * n_items)
+        if cand >= n_items:
+            cand = n_items - 1
+        if cand == pos_item:
+            continue
+        if exclude and in_recent(recent, slot, cand):
+            continue
+        return cand
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def sample_negatives(
+    key, events, pos_items, n_items, n_neg, popularity, counts, exclude, recent, slots, max_tries
+):
+    """Negatives (int64, (len(events), n_neg); -1: none) of given events against a fixed
+    catalogue state (what the kernel draws; for tests and for evaluation)."""
+    bit = fenwick_build(counts, n_items, max(n_items, 1))
+    total = 0
+    for i in range(n_items):
+        total += counts[i]
+    out = np.full((events.shape[0], n_neg), -1, dtype=np.int64)
+    for r in range(events.shape[0]):
+        for m in range(n_neg):
+            out[r, m] = draw_negative(
+                key, events[r], m, n_items, pos_items[r], popularity, bit, total, exclude,
+                recent, slots[r], max_tries,
+            )  # fmt: skip
+    return out
+
+
+class RecentPositives:
+    """Each user's last N positive items (catalogue indices), a ring per user.
+
+    `slot_of` maps a user's feature id to its ring (-1: no positive yet); `rings` (n_users, N)
+    int32 holds item indices (-1: empty); `heads` the next position of each ring. The kernel
+    adds users and items in place after `reserve`; `sizes[0]` is the number of users.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self.sizes = np.zeros(1, dtype=np.int64)
+        self.slot_of = np.full(0, -1, dtype=np.int32)
+        self.users = np.zeros(0, dtype=np.int32)  # feature id of each ring
+        self.rings = np.full((0, self.size), -1, dtype=np.int32)
+        self.heads = np.zeros(0, dtype=np.int32)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.sizes[0])
+
+    def reserve(self, n_features: int, more_users: int) -> None:
+        need = self.n_users + more_users
+        if self.rings.shape[0] < need:
+            cap = max(_MIN, self.rings.shape[0])
+            while cap < need:
+                cap += cap // 2
+            rings = np.full((cap, self.size), -1, dtype=np.int32)
+            rings[: self.rings.shape[0]] = self.rings
+            self.rings = rings
+            for name in ("users", "heads"):
+                old = getattr(self, name)
+                new = np.zeros(cap, dtype=np.int32)
+                new[: old.shape[0]] = old
+                setattr(self, name, new)
+        if self.slot_of.shape[0] < n_features:
+            cap = max(_MIN, self.slot_of.shape[0])
+            while cap < n_features:
+                cap += cap // 2
+            new = np.full(cap, -1, dtype=np.int32)
+            new[: self.slot_of.shape[0]] = self.slot_of
+            self.slot_of = new
+
+    def arrays(self) -> tuple:
+        return self.sizes, self.slot_of, self.users, self.rings, self.heads
+
+    def items_of(self, user_fids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr, item indices) of the recent positives of each user feature id."""
+        fids = np.asarray(user_fids, dtype=np.int64)
+        slots = np.full(fids.shape, -1, dtype=np.int64)
+        ok = (fids >= 0) & (fids < self.slot_of.shape[0])
+        slots[ok] = self.slot_of[fids[ok]]
+        rows = [
+            self.rings[s][self.rings[s] >= 0] if s >= 0 else np.zeros(0, np.int32) for s in slots
+        ]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(r) for r in rows])
+        items = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+        return indptr, items.astype(np.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        n = self.n_users
+        return {
+            "size": self.size,
+            "users": self.users[:n],
+            "rings": self.rings[:n],
+            "heads": self.heads[:n],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["size"]) != self.size:
+            raise ValueError(
+                f"recent positives: saved with recent={state['size']}, not {self.size}"
+            )
+        users = np.asarray(state["users"], dtype=np.int32)
+        rings = np.asarray(state["rings"], dtype=np.int32)
+        heads = np.asarray(state["heads"], dtype=np.int32)
+        n = users.shape[0]
+        if rings.shape != (n, self.size) or heads.shape != (n,):
+            raise ValueError("recent positives: arrays do not match")
+        if n and (users.min() < 0 or heads.min() < 0 or heads.max() >= self.size):
+            raise ValueError("recent positives: bad user ids or ring positions")
+        self.sizes[0] = n
+        self.users, self.rings, self.heads = users.copy(), rings.copy(), heads.copy()
+        self.slot_of = np.full(max(int(users.max(initial=-1)) + 1, _MIN), -1, dtype=np.int32)
+        self.slot_of[users] = np.arange(n, dtype=np.int32)

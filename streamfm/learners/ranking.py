@@ -1,0 +1,491 @@
+"""Task ranking from implicit feedback: BPR and sampled-logistic kernels and RankingLearner.
+
+Every training row is an event "this context chose this item" (a positive; with a target
+column only rows whose target is in `target.positive`). A row's entries split by feature group:
+the item side (`ranking.item` and `ranking.item_features`) and the context (everything else).
+A negative replaces the item side by that of a sampled item of the `ItemCatalogue`
+(`learners.negatives`). Per positive event, in stream order:
+
+1. the positive is scored (returned by `learn`), and its negatives drawn and scored (the
+   progressive `sampled_auc` / `sampled_hit`), all before any update;
+2. per negative, one step (BPR: on −ln σ(ŷ(pos) − ŷ(neg)); logistic: the positive with y = 1
+   once, then each negative with y = 0), the context's sums computed once per pair with the
+   shared row scorer (`scoring.score_row`) and the item parts separately;
+3. the item enters the catalogue (its first event's item-side entries) and its count grows; the
+   user's recent-positive ring takes it.
+
+BPR's gradient, with d = ŷ(c + p) − ŷ(c + n), g = ∂(−ln σ(d))/∂d = −σ(−d), per-factor sums
+s_c, s_p, s_n of the parts: a context feature j (value x) steps v_jf along
+g·x·(s_p,f − s_n,f) (its w and w0 cancel out, and are not touched); an item-side feature with
+values x_p in the positive and x_n in the negative (0 when absent) steps w_j along
+g·(x_p − x_n) and v_jf along g·(x_p(s_c + s_p)_f − x_n(s_c + s_n)_f − v_jf(x_p² − x_n²)); each
+touched coordinate adds its group's L2 term reg·θ, as the SGD kernel. Steps use the SGD or
+AdaGrad rule (`learners.steps`) at the rate of the event number t.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
+from streamfm.csr import CSRChunk
+from streamfm.errors import DivergenceError
+from streamfm.learners import steps
+from streamfm.learners.items import ItemCatalogue
+from streamfm.learners.losses import sigmoid
+from streamfm.learners.negatives import (
+    RecentPositives,
+    draw_negative,
+    fenwick_add,
+    fenwick_build,
+    negatives_key,
+)
+from streamfm.learners.params import FMParams
+from streamfm.learners.scoring import score_row
+from streamfm.learners.sgd import SGDLearner
+
+
+@njit(nogil=True, inline="always", error_model="numpy")
+def _combine(pc, sqc, sc, pi, sqi, si):
+    """Score of context + item parts from their score_row results."""
+    inter = 0.0
+    for f in range(sc.shape[0]):
+        t = sc[f] + si[f]
+        inter += t * t
+    return pc + pi + 0.5 * (inter - sqc - sqi)
+
+
+@njit(nogil=True, inline="always", error_model="numpy")
+def _pointwise(
+    idx, val, a, b, g, sc, si, w, V, acc_w, acc_V, reg_w, reg_v, group, lr, step_linear,
+    step_factor,
+):  # fmt: skip
+    """A pointwise step (gradient g of the score) of the entries [a, b) of (idx, val), the row's
+    per-factor sums being sc + si."""
+    k = V.shape[1]
+    for nz in range(a, b):
+        j = np.uint32(idx[nz])
+        x = val[nz]
+        gi = group[j]
+        wj = w[j]
+        step_linear(w, acc_w, j, wj, g * x + reg_w[gi] * wj, lr)
+        rv = reg_v[gi]
+        gx = g * x
+        gxx = gx * x
+        for f in range(k):
+            v = V[j, f]
+            step_factor(V, acc_V, j, f, v, gx * (sc[f] + si[f]) - gxx * v + rv * v, lr)
+
+
+@njit(nogil=True, inline="always", error_model="numpy")
+def _rank_pass(
+    rows, y, order, params, state, regs, rate, groups, cat, sampler, recent, scratch, out,
+    stats, pairwise, step_linear, step_factor,
+):  # fmt: skip
+    """One pass over the rows `order` of a chunk (see the module docstring). Returns -1, or the
+    position in `order` of the first row whose score or gradient was not finite."""
+    indptr, indices, values = rows
+    w0, w, V = params
+    acc_w0, acc_w, acc_V = state
+    reg0, reg_w, reg_v, group = regs
+    lr0, decay, power_t, t0 = rate
+    is_item, item_group, user_group = groups
+    sizes, c_fid, c_counts, c_indptr, c_indices, c_values, index_of = cat
+    key, n_neg, popularity, exclude, max_tries, bit = sampler
+    r_sizes, slot_of, r_users, rings, heads = recent
+    cidx, cval, pidx, pval, didx, dxp, dxn, negs, zero = scratch
+    row_auc, row_has = stats
+    k = V.shape[1]
+    n_params = w.shape[0]
+    top = np.uint32(0)
+    for nz in range(indices.shape[0]):
+        top = max(top, np.uint32(indices[nz]))
+    if indices.shape[0] > 0 and top >= n_params:
+        raise IndexError("ranking kernel: a feature id is negative or beyond the parameters")
+    limit = np.uint32(n_params)
+    sc = np.zeros(k)
+    qc = np.zeros(k)
+    sp = np.zeros(k)
+    qp = np.zeros(k)
+    sn = np.zeros(k)
+    qn = np.zeros(k)
+    n_ring = rings.shape[1]
+    for ii in range(order.shape[0]):
+        r = order[ii]
+        event = t0 + ii
+        # --- split the row: context entries, item-side entries
+        nc = 0
+        ni = 0
+        item_fid = -1
+        user_fid = -1
+        for nz in range(indptr[r], indptr[r + 1]):
+            j = indices[nz]
+            gj = group[j]
+            if is_item[gj]:
+                pidx[ni] = j
+                pval[ni] = values[nz]
+                ni += 1
+                if gj == item_group and item_fid < 0:
+                    item_fid = j
+            else:
+                cidx[nc] = j
+                cval[nc] = values[nz]
+                nc += 1
+                if gj == user_group and user_fid < 0:
+                    user_fid = j
+        pc, _ic, sqc = score_row(0, nc, cidx, cval, w0, w, V, limit, sc, qc)
+        pp, _ip, sqp = score_row(0, ni, pidx, pval, zero, w, V, limit, sp, qp)
+        s_pos = _combine(pc, sqc, sc, pp, sqp, sp)
+        out[r] = s_pos
+        row_has[r] = False
+        row_auc[r] = 0.0
+        if not math.isfinite(s_pos):
+            return ii
+        if item_fid < 0:
+            continue  # no item in the row: nothing to learn
+        pos_item = index_of[item_fid]
+        slot = slot_of[user_fid] if user_fid >= 0 else -1
+        positive = y[r] > 0.0
+        lr = steps.learning_rate(lr0, decay, power_t, event)
+        if positive:
+            n_items = sizes[0]
+            total = 0
+            if popularity:
+                total = 0
+                j = n_items
+                while j > 0:  # prefix sum of all counts
+                    total += bit[j]
+                    j -= j & (-j)
+            # --- draw and score the negatives before any update
+            n_ok = 0
+            below = 0.0
+            for m in range(n_neg):
+                cand = draw_negative(
+                    key, event, m, n_items, pos_item, popularity, bit, total, exclude, rings,
+                    slot, max_tries,
+                )  # fmt: skip
+                negs[m] = cand
+                if cand < 0:
+                    continue
+                pn, _in, sqn = score_row(
+                    c_indptr[cand], c_indptr[cand + 1], c_indices, c_values, zero, w, V,
+                    limit, sn, qn,
+                )  # fmt: skip
+                s_neg = _combine(pc, sqc, sc, pn, sqn, sn)
+                n_ok += 1
+                if s_neg < s_pos:
+                    below += 1.0
+                elif s_neg == s_pos:
+                    below += 0.5
+            if n_ok:
+                row_has[r] = True
+                row_auc[r] = below / n_ok
+            # --- the steps
+            if not pairwise:
+                # logistic: the positive (y = 1) first
+                g = sigmoid(s_pos) - 1.0
+                v0 = w0[0]
+                step_linear(w0, acc_w0, 0, v0, g + reg0 * v0, lr)
+                _pointwise(cidx, cval, 0, nc, g, sc, sp, w, V, acc_w, acc_V, reg_w, reg_v,
+                           group, lr, step_linear, step_factor)  # fmt: skip
+                _pointwise(pidx, pval, 0, ni, g, sc, sp, w, V, acc_w, acc_V, reg_w, reg_v,
+                           group, lr, step_linear, step_factor)  # fmt: skip
+            first = True
+            for m in range(n_neg):
+                cand = negs[m]
+                if cand < 0:
+                    continue
+                if not (first and pairwise):  # parameters moved: the parts' sums again
+                    pc, _ic, sqc = score_row(0, nc, cidx, cval, w0, w, V, limit, sc, qc)
+                    if pairwise:
+                        pp, _ip, sqp = score_row(0, ni, pidx, pval, zero, w, V, limit, sp, qp)
+                first = False
+                a = c_indptr[cand]
+                b = c_indptr[cand + 1]
+                pn, _in, sqn = score_row(a, b, c_indices, c_values, zero, w, V, limit, sn, qn)
+                s_neg = _combine(pc, sqc, sc, pn, sqn, sn)
+                if not pairwise:
+                    g = sigmoid(s_neg)
+                    if not math.isfinite(s_neg):
+                        return ii
+                    v0 = w0[0]
+                    step_linear(w0, acc_w0, 0, v0, g + reg0 * v0, lr)
+                    _pointwise(cidx, cval, 0, nc, g, sc, sn, w, V, acc_w, acc_V, reg_w, reg_v,
+                               group, lr, step_linear, step_factor)  # fmt: skip
+                    _pointwise(c_indices, c_values, a, b, g, sc, sn, w, V, acc_w, acc_V, reg_w,
+                               reg_v, group, lr, step_linear, step_factor)  # fmt: skip
+                    continue
+                s_pos_now = _combine(pc, sqc, sc, pp, sqp, sp)
+                d = s_pos_now - s_neg
+                if not math.isfinite(d):
+                    return ii
+                g = -sigmoid(-d)
+                # context features: only their factors move
+                for e in range(nc):
+                    j = np.uint32(cidx[e])
+                    x = cval[e]
+                    rv = reg_v[group[j]]
+                    gx = g * x
+                    for f in range(k):
+                        v = V[j, f]
+                        step_factor(V, acc_V, j, f, v, gx * (sp[f] - sn[f]) + rv * v, lr)
+                # item-side features of the positive and of the negative, merged by id
+                nd = 0
+                for e in range(ni):
+                    didx[nd] = pidx[e]
+                    dxp[nd] = pval[e]
+                    dxn[nd] = 0.0
+                    nd += 1
+                for e in range(a, b):
+                    j = c_indices[e]
+                    found = -1
+                    for q in range(ni):
+                        if didx[q] == j:
+                            found = q
+                            break
+                    if found >= 0:
+                        dxn[found] += c_values[e]
+                    else:
+                        didx[nd] = j
+                        dxp[nd] = 0.0
+                        dxn[nd] = c_values[e]
+                        nd += 1
+                for e in range(nd):
+                    j = np.uint32(didx[e])
+                    xp = dxp[e]
+                    xn = dxn[e]
+                    gi = group[j]
+                    wj = w[j]
+                    step_linear(w, acc_w, j, wj, g * (xp - xn) + reg_w[gi] * wj, lr)
+                    rv = reg_v[gi]
+                    dsq = xp * xp - xn * xn
+                    for f in range(k):
+                        v = V[j, f]
+                        gr = g * (xp * (sc[f] + sp[f]) - xn * (sc[f] + sn[f]) - v * dsq)
+                        step_factor(V, acc_V, j, f, v, gr + rv * v, lr)
+        # --- the catalogue and the user's recent positives learn the event
+        if pos_item < 0:
+            i = sizes[0]
+            e0 = sizes[1]
+            c_fid[i] = item_fid
+            c_counts[i] = 0
+            for e in range(ni):
+                c_indices[e0 + e] = pidx[e]
+                c_values[e0 + e] = pval[e]
+            c_indptr[i + 1] = e0 + ni
+            sizes[0] = i + 1
+            sizes[1] = e0 + ni
+            index_of[item_fid] = i
+            pos_item = i
+        if positive:
+            c_counts[pos_item] += 1
+            fenwick_add(bit, pos_item, 1)
+            if user_fid >= 0:
+                if slot < 0:
+                    slot = r_sizes[0]
+                    r_sizes[0] = slot + 1
+                    slot_of[user_fid] = slot
+                    r_users[slot] = user_fid
+                    heads[slot] = 0
+                    for a2 in range(n_ring):
+                        rings[slot, a2] = -1
+                rings[slot, heads[slot]] = pos_item
+                heads[slot] = (heads[slot] + 1) % n_ring
+    return -1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_bpr(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent, scratch, out, stats):  # fmt: skip
+    return _rank_pass(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent,
+                      scratch, out, stats, True, steps.sgd_linear, steps.sgd_factor)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_bpr(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent, scratch, out, stats):  # fmt: skip
+    return _rank_pass(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent,
+                      scratch, out, stats, True, steps.adagrad_linear, steps.adagrad_factor)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_logistic_sampled(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent, scratch, out, stats):  # fmt: skip
+    return _rank_pass(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent,
+                      scratch, out, stats, False, steps.sgd_linear, steps.sgd_factor)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_logistic_sampled(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent, scratch, out, stats):  # fmt: skip
+    return _rank_pass(rows, y, order, params, state, regs, rate, groups, cat, sampler, recent,
+                      scratch, out, stats, False, steps.adagrad_linear, steps.adagrad_factor)  # fmt: skip
+
+
+KERNELS = {
+    ("sgd", "bpr"): sgd_bpr,
+    ("adagrad", "bpr"): adagrad_bpr,
+    ("sgd", "logistic"): sgd_logistic_sampled,
+    ("adagrad", "logistic"): adagrad_logistic_sampled,
+}
+
+
+class RankingLearner(SGDLearner):
+    """The ranking learner (the `Learner` protocol; learner.method sgd or adagrad as the step
+    rule). `ranking`: {"config": RankingConfig, "item_group": int, "item_groups": [int],
+    "user_group": int or None} (feature groups = builder indices).
+
+    State that decides the next update: the parameters and the step rule's accumulators, the
+    event counter `t` (learning-rate schedule and negative draws), the `catalogue` and the
+    `recent` positives. `learn` returns the positives' raw scores before their update;
+    `last_sampled` then holds (sampled AUC per row, whether the row had negatives).
+    """
+
+    methods = ("sgd", "adagrad")
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        learner: LearnerConfig,
+        task: str = "ranking",
+        group_regularization: dict[int, GroupRegularization] | None = None,
+        params: FMParams | None = None,
+        ranking: dict[str, Any] | None = None,
+    ) -> None:
+        if ranking is None:
+            raise ValueError("RankingLearner needs the ranking set-up (item and user groups)")
+        super().__init__(model, learner, "classification", group_regularization, params)
+        self.task = "ranking"
+        self.seed = int(model.seed)
+        self.ranking_config = ranking["config"]
+        self.item_group = int(ranking["item_group"])
+        self.item_groups = sorted({self.item_group, *map(int, ranking["item_groups"])})
+        user = ranking.get("user_group")
+        self.user_group = -1 if user is None else int(user)
+        self.catalogue = ItemCatalogue()
+        self.recent = RecentPositives(self.ranking_config.negatives.recent)
+        self._bit = np.zeros(1, dtype=np.int64)
+        self._max_item_nnz = 0
+        self.last_sampled: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0, bool))
+
+    def _is_item(self, n_groups: int) -> np.ndarray:
+        mask = np.zeros(max(n_groups, max(self.item_groups) + 1, 1), dtype=np.bool_)
+        mask[self.item_groups] = True
+        return mask
+
+    def _fenwick(self) -> np.ndarray:
+        """The popularity tree over the catalogue's counts, sized to its capacity."""
+        cap = self.catalogue.arrays()[2].shape[0]
+        if self._bit.shape[0] != cap + 1:
+            self._bit = fenwick_build(self.catalogue.arrays()[2], self.catalogue.n_items, cap)
+        return self._bit
+
+    def learn(
+        self,
+        chunk: CSRChunk,
+        y: np.ndarray,
+        order: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One pass over the chunk's events (see the module docstring); y > 0 marks positives
+        (rows with y = 0 are seen by the catalogue only). Returns the raw scores of the rows'
+        items before their update (float64, n_rows)."""
+        if weights is not None:
+            raise ValueError("task ranking takes no case weights")
+        n = chunk.n_rows
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        if order is None:
+            order = np.arange(n, dtype=np.int64)
+        reg_w, reg_v = self._group_regs()
+        p, cfg, rc = self.params, self.config, self.ranking_config
+        neg = rc.negatives
+        nnz = np.diff(chunk.indptr)
+        max_row = int(nnz.max(initial=0))
+        self._max_item_nnz = max(self._max_item_nnz, max_row)
+        cat, recent = self.catalogue, self.recent
+        cat.reserve(p.n_features, n, int(chunk.indices.shape[0]))
+        recent.reserve(p.n_features, n)
+        bit = self._fenwick()
+        zero = np.zeros(1, dtype=p.w0.dtype)
+        width = max(max_row, 1)
+        scratch = (
+            np.zeros(width, np.int32),
+            np.zeros(width, np.float32),
+            np.zeros(width, np.int32),
+            np.zeros(width, np.float32),
+            np.zeros(width + self._max_item_nnz + 1, np.int32),
+            np.zeros(width + self._max_item_nnz + 1, np.float64),
+            np.zeros(width + self._max_item_nnz + 1, np.float64),
+            np.zeros(neg.per_positive, np.int64),
+            zero,
+        )
+        decay = float(cfg.decay) if cfg.schedule == "invscaling" else 0.0
+        kernel = KERNELS[("adagrad" if p.adagrad else "sgd", rc.loss)]
+        out = np.empty(n, dtype=np.float64)
+        row_auc = np.zeros(n, dtype=np.float64)
+        row_has = np.zeros(n, dtype=np.bool_)
+        top_group = int(p.group[: p.n_features].max(initial=0)) + 1
+        try:
+            bad = kernel(
+                (chunk.indptr, chunk.indices, chunk.values),
+                y,
+                order,
+                (p.w0, p.w[: p.n_features], p.V[: p.n_features]),
+                (p.acc_w0, p.acc_w[: p.n_features], p.acc_V[: p.n_features]),
+                (float(cfg.reg_bias), reg_w, reg_v, p.group),
+                (float(cfg.learning_rate), decay, float(cfg.power_t), int(self.t)),
+                (self._is_item(top_group), self.item_group, self.user_group),
+                cat.arrays(),
+                (
+                    negatives_key(self.seed),
+                    int(neg.per_positive),
+                    neg.sampler == "popularity",
+                    bool(neg.exclude_seen),
+                    int(neg.max_tries),
+                    bit,
+                ),
+                recent.arrays(),
+                scratch,
+                out,
+                (row_auc, row_has),
+            )
+        except IndexError:
+            raise IndexError(
+                f"a feature id of the chunk is negative or not allocated (the parameters hold "
+                f"{p.n_features} features): the chunk is corrupt or was built for another model"
+            ) from None
+        if bad >= 0:
+            self.t += int(bad)
+            raise DivergenceError(
+                f"training diverged at case {self.t + 1} (row {int(order[bad]) + 1} of the current "
+                f"chunk): a score became non-finite. Try a smaller learner.learning_rate (now "
+                f"{cfg.learning_rate:g}) or AdaGrad."
+            )
+        self.t += n
+        self.last_sampled = (row_auc, row_has)
+        return out
+
+    def predict(self, chunk: CSRChunk) -> np.ndarray:
+        """Raw FM scores of the rows (context + item as given)."""
+        return self.decision_function(chunk)
+
+    # --- state
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        out["catalogue"] = self.catalogue.state_dict()
+        out["recent"] = self.recent.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("task") != "ranking" or "catalogue" not in state:
+            raise ValueError("the saved learner is not a ranking learner")
+        super().load_state_dict(state)
+        self.task = "ranking"
+        self.catalogue.load_state_dict(state["catalogue"])
+        self.recent.load_state_dict(state["recent"])
+        self._bit = np.zeros(1, dtype=np.int64)
+        cat = self.catalogue
+        self._max_item_nnz = int(np.diff(cat.indptr).max(initial=0))
+        top = cat.indices.max(initial=-1)
+        if top >= self.params.n_features or cat.item_fid.max(initial=-1) >= self.params.n_features:
+            raise ValueError("the catalogue names features beyond the parameters")
