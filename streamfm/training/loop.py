@@ -606,7 +606,7 @@ class Trainer:
         progress = learnt > self._last_ckpt_rows or self.run.epoch > self._last_ckpt_epoch
         if force or due_rows or (due_time and progress):
             with self._reading_paused():
-                self._write_checkpoint()
+                self.write_checkpoint()
                 if c.publish:
                     self.model.history = self.evaluation.history
                     self.model.summary = self._summary()
