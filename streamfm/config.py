@@ -284,6 +284,15 @@ class LearnerConfig(StrictModel):
     clip_predictions: bool = Field(
         True, description="regression: clip predictions to the [min, max] of targets seen so far"
     )
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="sgd, adagrad: threads learning each chunk side by side, Hogwild (each a "
+        "contiguous slice of the chunk's cases, updating the shared w and V without locks). 1: "
+        "the exact, reproducible default; > 1: faster on several cores, but results are not bit "
+        "for bit reproducible from run to run",
+    )
     mcmc: McmcConfig = Field(default_factory=McmcConfig)
     sgda: SgdaConfig = Field(default_factory=SgdaConfig)
 
@@ -309,6 +318,11 @@ class LearnerConfig(StrictModel):
     def _schedule_params(self) -> LearnerConfig:
         if self.schedule == "invscaling" and self.decay == 0.0:
             raise ValueError("schedule 'invscaling' needs decay > 0")
+        if self.threads > 1 and self.method not in ("sgd", "adagrad"):
+            raise ValueError(
+                f"threads > 1 (Hogwild) is for methods sgd and adagrad, not {self.method!r}: "
+                "set threads to 1"
+            )
         return self
 
 

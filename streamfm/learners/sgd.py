@@ -9,6 +9,8 @@ each on disk, and only the one a run uses is loaded).
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -508,8 +510,10 @@ class SGDLearner(LearnerHooks):
                 (FIXED_WEIGHTED_KERNELS if fixed else WEIGHTED_KERNELS)[key], weights
             )
         pred = np.empty(n, dtype=np.float64)
+        run = _hogwild if cfg.threads > 1 else _one_thread
         try:
-            bad = kernel(
+            bad = run(
+                kernel,
                 rows,
                 y,
                 order,
@@ -520,6 +524,7 @@ class SGDLearner(LearnerHooks):
                 self.target_range,
                 bool(cfg.clip_predictions),
                 pred,
+                cfg.threads,
             )
         except IndexError:
             raise IndexError(
@@ -596,6 +601,69 @@ class SGDLearner(LearnerHooks):
             {int(g): GroupRegularization(**r) for g, r in state["group_regularization"].items()}
         )
         self.params.load_state_dict(state["params"])
+
+
+def _one_thread(kernel, rows, y, order, params, state, regs, rate, target_range, clip, out, _):
+    return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out)
+
+
+#: Hogwild splits a chunk only into slices of at least this many cases (smaller ones are not
+#: worth a thread's hand-off).
+MIN_CASES_PER_THREAD = 2048
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+_LINE = 32  # float32 entries between two threads' private values (128 bytes: no shared line)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, "streamfm-hogwild")
+        return pool
+
+
+def _hogwild(kernel, rows, y, order, params, state, regs, rate, target_range, clip, out, threads):
+    """Learn the cases `order` with `threads` threads, Hogwild (Niu et al., 2011): thread i takes
+    the i-th contiguous slice of `order` (its schedule counts from the slice's start) and runs the
+    same kernel (numba, nogil) on the shared w, V and their accumulators, without locks.
+
+    Only the bias w0 (and AdaGrad's sum for it), which every case updates, is private to each
+    thread during the chunk (on its own cache lines: sharing it would move one cache line between
+    the cores at every case), and so is the range of targets seen; after the chunk w0 is the
+    mean of the threads' values, its accumulator the start plus every thread's increase, and the
+    range the union. Returns -1, or the position in `order` of a case that diverged."""
+    n = order.shape[0]
+    parts = min(threads, n // MIN_CASES_PER_THREAD)
+    if parts <= 1:
+        return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out)
+    w0, w, V = params
+    acc_w0, acc_w, acc_V = state
+    lr0, decay, power_t, t0 = rate
+    bounds = [n * i // parts for i in range(parts + 1)]
+    private_w0 = np.zeros((parts, _LINE), dtype=w0.dtype)
+    private_acc = np.zeros((parts, _LINE), dtype=acc_w0.dtype)
+    ranges = np.zeros((parts, _LINE // 2), dtype=np.float64)
+    private_w0[:, 0] = w0[0]
+    private_acc[:, 0] = acc_w0[0]
+    ranges[:, :2] = target_range
+
+    def one(i: int) -> int:
+        return kernel(
+            rows, y, order[bounds[i] : bounds[i + 1]], (private_w0[i, :1], w, V),
+            (private_acc[i, :1], acc_w, acc_V), regs, (lr0, decay, power_t, t0 + bounds[i]),
+            ranges[i, :2], clip, out,
+        )  # fmt: skip
+
+    pool = _pool(threads - 1)
+    futures = [pool.submit(one, i) for i in range(1, parts)]
+    results = [one(0)] + [f.result() for f in futures]  # (waits for all: they share w and V)
+    w0[0] = private_w0[:, 0].astype(np.float64).mean()
+    acc_w0[0] = acc_w0[0] + (private_acc[:, 0].astype(np.float64) - acc_w0[0]).sum()  # SGD: 0
+    target_range[0] = ranges[:, 0].min()
+    target_range[1] = ranges[:, 1].max()
+    bad = [bounds[i] + b for i, b in enumerate(results) if b >= 0]
+    return min(bad) if bad else -1
 
 
 def chunk_rows(chunk: CSRChunk) -> tuple[str, tuple[np.ndarray, ...]]:
