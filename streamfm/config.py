@@ -354,8 +354,10 @@ class EstimatorConfig(ModelConfig, LearnerConfig):
     )
     n_jobs: int | None = Field(
         None,
-        description="FMClassifier with 3+ classes: threads training the one-vs-rest models "
-        "(None: 1, -1: one per core)",
+        description="threads (None: 1, -1: one per core). FMClassifier with 3+ classes: "
+        "the one-vs-rest models learn side by side; one model (regression, two classes) with "
+        "sgd / adagrad: learner.threads, Hogwild — faster, but not bit for bit reproducible "
+        "when > 1",
     )
 
     @field_validator("n_jobs")

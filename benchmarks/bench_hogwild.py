@@ -1,0 +1,134 @@
+"""Hogwild (`learner.threads`): kernel cases/s at 1 vs N threads, and accuracy after 10 passes.
+
+    python benchmarks/bench_hogwild.py [--threads 2] [--rounds 5] [--seconds 1]
+
+Throughput: SGDLearner.learn on chunks of bench_kernels.py's one-hot rows (fixed-width layout,
+2,000,000 non-zeros a chunk, 10,000 features), 1 and N threads measured in alternating rounds in
+one process, the best round of each kept. Threads need wall-clock time (CPU time adds the
+threads' times up); the CPU / wall column shows how many cores the run actually got — on a
+shared machine less than N means other jobs took the cores and the ratio understates Hogwild.
+
+Accuracy: a planted FM (streamfm.datasets.make_planted_fm: 200,000 training rows, 50,000 test
+rows, 1,000 features, k 8, 4 non-zeros a row, noise 0.1), 10 passes in chunks of 20,000 rows,
+test RMSE at 1 and N threads, SGD and AdaGrad. Writes the "hogwild" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import numpy as np
+from _report import command_line, machine, write_section
+from bench_kernels import NNZ_PER_CHUNK, make_data
+
+from streamfm.config import LearnerConfig, ModelConfig
+from streamfm.csr import CSRChunk, slice_rows
+from streamfm.datasets import make_planted_fm
+from streamfm.learners.sgd import SGDLearner
+
+
+def learner(optimizer: str, threads: int, k: int, n_features: int, lr: float) -> SGDLearner:
+    lrn = SGDLearner(
+        ModelConfig(k=k, seed=1, init_std=0.1),
+        LearnerConfig(optimizer=optimizer, learning_rate=lr, reg_factors=0.001, threads=threads),
+    )
+    lrn.params.ensure_features(n_features)
+    return lrn
+
+
+def throughput(nnz: int, k: int, optimizer: str, threads: int, rounds: int, seconds: float):
+    """{threads: (best cases/s, CPU seconds / wall seconds of that round)} for 1 and `threads`."""
+    n_rows = NNZ_PER_CHUNK // nnz
+    indptr, indices, values, y = make_data(n_rows, nnz, 10_000)
+    chunk = CSRChunk(indptr, indices, values)
+    lr = 0.001 if optimizer == "sgd" else 0.01
+    lrns = {t: learner(optimizer, t, k, 10_000, lr) for t in (1, threads)}
+    for lrn in lrns.values():
+        lrn.learn(chunk, y)  # compile / load, start the pool
+    best: dict[int, tuple[float, float]] = {t: (0.0, 0.0) for t in lrns}
+    for _ in range(rounds):
+        for t, lrn in lrns.items():
+            passes = 0
+            wall, cpu = time.perf_counter(), time.process_time()
+            while True:
+                lrn.learn(chunk, y)
+                passes += 1
+                spent = time.perf_counter() - wall
+                if spent >= seconds:
+                    break
+            rate = passes * n_rows / spent
+            if rate > best[t][0]:
+                best[t] = (rate, (time.process_time() - cpu) / spent)
+    return best
+
+
+def accuracy(optimizer: str, threads: int) -> dict[int, float]:
+    """Test RMSE after 10 passes at 1 and `threads` threads on a planted FM."""
+    X, y, _ = make_planted_fm(250_000, n_features=1_000, k=8, nnz_per_row=4, noise=0.1, seed=0)
+    rows = CSRChunk(X.indptr.astype(np.int64), X.indices.astype(np.int32), X.data)
+    train, test = slice_rows(rows, 0, 200_000), slice_rows(rows, 200_000, 250_000)
+    out = {}
+    for t in (1, threads):
+        lrn = learner(optimizer, t, 8, 1_000, 0.02 if optimizer == "sgd" else 0.1)
+        for _ in range(10):
+            for start in range(0, 200_000, 20_000):
+                lrn.learn(slice_rows(train, start, start + 20_000), y[start : start + 20_000])
+        out[t] = math.sqrt(float(np.mean((lrn.predict(test) - y[200_000:]) ** 2)))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best is kept")
+    ap.add_argument("--seconds", type=float, default=1.0, help="wall time of one round")
+    args = ap.parse_args()
+    n = args.threads
+    rows = [
+        f"| nnz/row | k | method | M cases/s, 1 thread | M cases/s, {n} threads | ratio | "
+        f"CPU / wall, 1 | CPU / wall, {n} |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for nnz, k in [(2, 8), (10, 8), (2, 32)]:
+        for optimizer in ("sgd", "adagrad"):
+            b = throughput(nnz, k, optimizer, n, args.rounds, args.seconds)
+            line = (
+                f"| {nnz} | {k} | {optimizer} | {b[1][0] / 1e6:.2f} | {b[n][0] / 1e6:.2f} | "
+                f"{b[n][0] / b[1][0]:.2f} | {b[1][1]:.2f} | {b[n][1]:.2f} |"
+            )
+            rows.append(line)
+            print(line, flush=True)
+    rows += ["", f"| method | test RMSE, 1 thread | test RMSE, {n} threads | difference |"]
+    rows += ["|---|---:|---:|---:|"]
+    for optimizer in ("sgd", "adagrad"):
+        r = accuracy(optimizer, n)
+        line = f"| {optimizer} | {r[1]:.4f} | {r[n]:.4f} | {r[n] - r[1]:+.4f} |"
+        rows.append(line)
+        print(line, flush=True)
+    load = os.getloadavg()[0]
+    body = "\n".join(
+        [
+            f"## Hogwild: 1 vs {n} threads (learner.threads)",
+            "",
+            f"Command: `{command_line()}`  ",
+            f"Machine: {machine()}; load average at the end {load:.1f}",
+            "",
+            "SGDLearner.learn on one-hot chunks (2,000,000 non-zeros, 10,000 features, the "
+            f"fixed-width kernels), 1 and {n} threads in {args.rounds} alternating rounds of "
+            f"~{args.seconds:g} s wall time in one process, the best round of each; ratio = "
+            f"{n} threads / 1 thread from the same run. CPU / wall: cores the round actually got "
+            "(other jobs share this machine). Then test RMSE after 10 passes on a planted FM "
+            "(200,000 training rows, 50,000 test, 1,000 features, k 8, noise 0.1; SGD lr 0.02, "
+            "AdaGrad lr 0.1).",
+            "",
+            *rows,
+        ]
+    )
+    write_section("hogwild", body)
+
+
+if __name__ == "__main__":
+    main()
