@@ -1,6 +1,6 @@
 """Hogwild (`learner.threads`): kernel cases/s at 1 vs N threads, and accuracy after 10 passes.
 
-    python benchmarks/bench_hogwild.py [--threads 2] [--rounds 5] [--seconds 1]
+    python benchmarks/bench_hogwild.py [--threads 2] [--rounds 5] [--seconds 1] [--shared ../shared]
 
 Throughput: SGDLearner.learn on chunks of bench_kernels.py's one-hot rows (fixed-width layout,
 2,000,000 non-zeros a chunk, 10,000 features), 1 and N threads measured in alternating rounds in
@@ -10,9 +10,9 @@ shared machine less than N means other jobs took the cores and the ratio underst
 Cases per CPU second (N threads / 1) shows what the threads lose to each other (shared cache
 lines), whatever the load.
 
-Accuracy: a planted FM (streamfm.datasets.make_planted_fm: 200,000 training rows, 50,000 test
-rows, 1,000 features, k 8, 4 non-zeros a row, noise 0.1), 10 passes in chunks of 20,000 rows,
-test RMSE at 1 and N threads, SGD and AdaGrad. Writes the "hogwild" section of docs/benchmarks.md.
+Accuracy: the planted yardstick of ../shared/bench (900,000 training rows, 100,000 test; one-hot
+user and item), 10 passes in chunks of 20,000 rows, test RMSE at 1 and N threads, SGD (libFM's
+settings) and AdaGrad (bench_planted.py's). Writes the "hogwild" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import os
 import time
 
 import numpy as np
+from _planted import ensure_planted, planted_arguments
 from _report import command_line, machine, write_section
 from bench_kernels import NNZ_PER_CHUNK, make_data
 
 from streamfm.config import LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk, slice_rows
-from streamfm.datasets import make_planted_fm
 from streamfm.learners.sgd import SGDLearner
 
 
@@ -72,18 +72,28 @@ def throughput(nnz: int, k: int, optimizer: str, threads: int, rounds: int, seco
     return best
 
 
-def accuracy(optimizer: str, threads: int) -> dict[int, float]:
-    """Test RMSE after 10 passes at 1 and `threads` threads on a planted FM."""
-    X, y, _ = make_planted_fm(250_000, n_features=1_000, k=8, nnz_per_row=4, noise=0.1, seed=0)
-    rows = CSRChunk(X.indptr.astype(np.int64), X.indices.astype(np.int32), X.data)
-    train, test = slice_rows(rows, 0, 200_000), slice_rows(rows, 200_000, 250_000)
+def accuracy(optimizer: str, threads: int, folder) -> dict[int, float]:
+    """Test RMSE after 10 passes at 1 and `threads` threads on the planted yardstick (libFM's SGD
+    settings, or bench_planted.py's AdaGrad ones), chunks of 20,000 rows in file order."""
+    from bench_planted import ADAGRAD_CHOSEN, LIBFM_SGD, N_FEATURES, load
+
+    X, y = load(folder / "train.parquet")
+    Xt, yt = load(folder / "test.parquet")
+    train = CSRChunk(X.indptr.astype(np.int64), X.indices.astype(np.int32), X.data)
+    test = CSRChunk(Xt.indptr.astype(np.int64), Xt.indices.astype(np.int32), Xt.data)
+    lr = LIBFM_SGD["learning_rate"] if optimizer == "sgd" else ADAGRAD_CHOSEN["learning_rate"]
     out = {}
     for t in (1, threads):
-        lrn = learner(optimizer, t, 8, 1_000, 0.02 if optimizer == "sgd" else 0.1)
+        lrn = SGDLearner(
+            ModelConfig(k=8, seed=0, init_std=0.1),
+            LearnerConfig(optimizer=optimizer, learning_rate=lr, reg_factors=0.01, threads=t),
+        )
+        lrn.params.ensure_features(N_FEATURES)
         for _ in range(10):
-            for start in range(0, 200_000, 20_000):
-                lrn.learn(slice_rows(train, start, start + 20_000), y[start : start + 20_000])
-        out[t] = math.sqrt(float(np.mean((lrn.predict(test) - y[200_000:]) ** 2)))
+            for start in range(0, train.n_rows, 20_000):
+                stop = min(start + 20_000, train.n_rows)
+                lrn.learn(slice_rows(train, start, stop), y[start:stop])
+        out[t] = math.sqrt(float(np.mean((lrn.predict(test) - yt) ** 2)))
     return out
 
 
@@ -92,7 +102,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best is kept")
     ap.add_argument("--seconds", type=float, default=1.0, help="wall time of one round")
+    planted_arguments(ap)
     args = ap.parse_args()
+    folder = ensure_planted(args.shared, args.work)
     n = args.threads
     rows = [
         f"| nnz/row | k | method | M cases/s, 1 thread | M cases/s, {n} threads | ratio | "
@@ -112,7 +124,7 @@ def main() -> None:
     rows += ["", f"| method | test RMSE, 1 thread | test RMSE, {n} threads | difference |"]
     rows += ["|---|---:|---:|---:|"]
     for optimizer in ("sgd", "adagrad"):
-        r = accuracy(optimizer, n)
+        r = accuracy(optimizer, n, folder)
         line = f"| {optimizer} | {r[1]:.4f} | {r[n]:.4f} | {r[n] - r[1]:+.4f} |"
         rows.append(line)
         print(line, flush=True)
@@ -132,9 +144,11 @@ def main() -> None:
             f"wall is near 1 and near {n}). Cases per CPU s, {n} / 1: the work each thread gets "
             "done per CPU second it runs, relative to one thread (1.0: no loss to the threads' "
             "contention on shared parameters; the speedup with idle cores is at most "
-            f"{n} times it). Then test RMSE after 10 passes on a planted FM "
-            "(200,000 training rows, 50,000 test, 1,000 features, k 8, noise 0.1; SGD lr 0.02, "
-            "AdaGrad lr 0.1).",
+            f"{n} times it). Then test RMSE after 10 passes on the planted "
+            "yardstick (../shared/bench/planted.py: 900,000 training rows, 100,000 test; user + "
+            "item one-hot, so the fixed-width kernels), chunks of 20,000 rows in file order, k 8, "
+            "init_std 0.1, reg_factors 0.01: SGD lr 0.01 (libFM's settings), AdaGrad lr 0.15 "
+            "(bench_planted.py).",
             "",
             *rows,
         ]
