@@ -6,6 +6,7 @@
 The `+w` rows time the kernels with a weight per case (`WEIGHTED_KERNELS`, weights all 1.0);
 the `fixed` rows the fixed-width kernels on the same rows (`FIXED_KERNELS`), and `bare fixed sgd`
 a bare numba loop of the same SGD update over the (n, nnz) id matrix, the ceiling of that layout.
+Hogwild threads (learner.threads) are measured by benchmarks/bench_hogwild.py (wall time).
 
 Synthetic CSR data: each row has `nnz` non-zeros of value 1.0, one random id in each of `nnz`
 equal slices of the feature space (one-hot fields, so no id repeats within a row); targets are
