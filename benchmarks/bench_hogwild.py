@@ -3,7 +3,7 @@
     python benchmarks/bench_hogwild.py [--threads 2] [--rounds 5] [--seconds 1] [--shared ../shared]
 
 Throughput: SGDLearner.learn on chunks of bench_kernels.py's one-hot rows (fixed-width layout,
-2,000,000 non-zeros a chunk, 10,000 features), 1 and N threads measured in alternating rounds in
+2,000,000 non-zeros a chunk, 10,000 or 1,000,000 features), 1 and N threads measured in alternating rounds in
 one process, the best round of each kept. Threads need wall-clock time (CPU time adds the
 threads' times up); the CPU / wall column shows how many cores the run actually got — on a
 shared machine less than N means other jobs took the cores and the ratio understates Hogwild.
@@ -41,14 +41,16 @@ def learner(optimizer: str, threads: int, k: int, n_features: int, lr: float) ->
     return lrn
 
 
-def throughput(nnz: int, k: int, optimizer: str, threads: int, rounds: int, seconds: float):
+def throughput(
+    nnz: int, k: int, optimizer: str, threads: int, rounds: int, seconds: float, features: int
+):
     """{threads: (best cases/s of wall time, CPU seconds / wall seconds of that round, best
     cases per CPU second)} for 1 and `threads`."""
     n_rows = NNZ_PER_CHUNK // nnz
-    indptr, indices, values, y = make_data(n_rows, nnz, 10_000)
+    indptr, indices, values, y = make_data(n_rows, nnz, features)
     chunk = CSRChunk(indptr, indices, values)
     lr = 0.001 if optimizer == "sgd" else 0.01
-    lrns = {t: learner(optimizer, t, k, 10_000, lr) for t in (1, threads)}
+    lrns = {t: learner(optimizer, t, k, features, lr) for t in (1, threads)}
     for lrn in lrns.values():
         lrn.learn(chunk, y)  # compile / load, start the pool
     best: dict[int, tuple[float, float, float]] = {t: (0.0, 0.0, 0.0) for t in lrns}
@@ -107,15 +109,19 @@ def main() -> None:
     folder = ensure_planted(args.shared, args.work)
     n = args.threads
     rows = [
-        f"| nnz/row | k | method | M cases/s, 1 thread | M cases/s, {n} threads | ratio | "
+        f"| features | nnz/row | k | method | M cases/s, 1 thread | M cases/s, {n} threads | ratio | "
         f"CPU / wall, 1 | CPU / wall, {n} | cases per CPU s, {n} / 1 |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for nnz, k in [(2, 8), (10, 8), (2, 32)]:
+    cores_got, per_cpu = [], []
+    cases = [(f, nnz, k) for f in (10_000, 1_000_000) for nnz, k in [(2, 8), (10, 8), (2, 32)]]
+    for features, nnz, k in cases:
         for optimizer in ("sgd", "adagrad"):
-            b = throughput(nnz, k, optimizer, n, args.rounds, args.seconds)
+            b = throughput(nnz, k, optimizer, n, args.rounds, args.seconds, features)
+            cores_got.append(b[n][1])
+            per_cpu.append(b[n][2] / b[1][2])
             line = (
-                f"| {nnz} | {k} | {optimizer} | {b[1][0] / 1e6:.2f} | {b[n][0] / 1e6:.2f} | "
+                f"| {features:,} | {nnz} | {k} | {optimizer} | {b[1][0] / 1e6:.2f} | {b[n][0] / 1e6:.2f} | "
                 f"{b[n][0] / b[1][0]:.2f} | {b[1][1]:.2f} | {b[n][1]:.2f} | "
                 f"{b[n][2] / b[1][2]:.2f} |"
             )
@@ -129,6 +135,23 @@ def main() -> None:
         rows.append(line)
         print(line, flush=True)
     load = os.getloadavg()[0]
+    if max(cores_got) < 0.8 * n:
+        verdict = (
+            f"**This run could not measure the speedup of {n} threads:** the machine was busy "
+            f"(other jobs), and the {n}-thread rounds got at most {max(cores_got):.2f} cores "
+            "(CPU / wall), so both configurations were limited by the cores they were given and "
+            f"the wall ratio says nothing about Hogwild. What it does show: per CPU second, {n} "
+            f"threads get {min(per_cpu):.2f}–{max(per_cpu):.2f} of one thread's work done, so "
+            f"with {n} idle cores the speedup would be about {n * min(per_cpu):.1f}–"
+            f"{n * max(per_cpu):.1f}× (an estimate, not a measurement: threads that do not run "
+            "at the same moment do not contend for cache lines either)."
+        )
+    else:
+        verdict = (
+            f"The {n}-thread rounds got up to {max(cores_got):.2f} cores (CPU / wall); rows whose "
+            f"{n}-thread CPU / wall is well below {n} were limited by other jobs on the machine, "
+            "not by Hogwild, and their ratio says nothing about it."
+        )
     body = "\n".join(
         [
             f"## Hogwild: 1 vs {n} threads (learner.threads)",
@@ -136,8 +159,8 @@ def main() -> None:
             f"Command: `{command_line()}`  ",
             f"Machine: {machine()}; load average at the end {load:.1f}",
             "",
-            "SGDLearner.learn on one-hot chunks (2,000,000 non-zeros, 10,000 features, the "
-            f"fixed-width kernels), 1 and {n} threads in {args.rounds} alternating rounds of "
+            "SGDLearner.learn on one-hot chunks (2,000,000 non-zeros over 10,000 or 1,000,000 "
+            f"features, the fixed-width kernels), 1 and {n} threads in {args.rounds} alternating rounds of "
             f"~{args.seconds:g} s wall time in one process, the best round of each; ratio = "
             f"{n} threads / 1 thread from the same run. CPU / wall: cores the round actually got "
             "(other jobs share this machine; the wall ratio only measures Hogwild when CPU / "
@@ -149,6 +172,8 @@ def main() -> None:
             "item one-hot, so the fixed-width kernels), chunks of 20,000 rows in file order, k 8, "
             "init_std 0.1, reg_factors 0.01: SGD lr 0.01 (libFM's settings), AdaGrad lr 0.15 "
             "(bench_planted.py).",
+            "",
+            verdict,
             "",
             *rows,
         ]
