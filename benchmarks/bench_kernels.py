@@ -3,7 +3,10 @@
     python benchmarks/bench_kernels.py [--features 10000] [--seconds 0.5] [--repeats 3]
     python benchmarks/bench_kernels.py --baseline /path/to/older/checkout
 
-The `+w` rows time the kernels with a weight per case (`WEIGHTED_KERNELS`, weights all 1.0).
+The `+w` rows time the kernels with a weight per case (`WEIGHTED_KERNELS`, weights all 1.0);
+the `fixed` rows the fixed-width kernels on the same rows (`FIXED_KERNELS`), and `bare fixed sgd`
+a bare numba loop of the same SGD update over the (n, nnz) id matrix, the ceiling of that layout.
+Hogwild threads (learner.threads) are measured by benchmarks/bench_hogwild.py (wall time).
 
 Synthetic CSR data: each row has `nnz` non-zeros of value 1.0, one random id in each of `nnz`
 equal slices of the feature space (one-hot fields, so no id repeats within a row); targets are
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from _report import command_line, machine, write_section
+from numba import njit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +94,66 @@ def weighted_kernel() -> Callable | None:
     return weighted_pass
 
 
+def fixed_kernel() -> Callable | None:
+    """The sgd pass over the fixed-width layout (rows (n, nnz) int32, every x 1.0), or None for
+    versions without it."""
+    try:
+        from streamfm.learners.sgd import FIXED_KERNELS
+    except ImportError:
+        return None
+
+    def fixed_pass(data, order, p, lr, pred, target_range) -> int:
+        indptr, indices, values, y = data
+        kernel = FIXED_KERNELS[("adagrad" if p.adagrad else "sgd", "squared")]
+        idx = indices.reshape(len(y), -1)
+        return kernel(
+            (idx,), y, order, (p.w0, p.w, p.V), (p.acc_w0, p.acc_w, p.acc_V),
+            (0.0, np.zeros(1), np.full(1, 0.01), p.group), (lr, 0.0, 0.5, 0), target_range,
+            True, pred,
+        )  # fmt: skip
+
+    return fixed_pass
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def bare_fixed_sgd(idx, y, w0, w, V, lr, reg_v, out):
+    """The ceiling of the fixed-width layout: the same SGD update of the squared loss (float32
+    parameters, float64 sums, L2 on V) written as one bare loop over an (n, fields) id matrix,
+    rows in order, with nothing else (no clipping, no per-group L2, no id or finiteness checks,
+    no schedule)."""
+    n, fields = idx.shape
+    k = V.shape[1]
+    sums = np.zeros(k, dtype=np.float64)
+    sqs = np.zeros(k, dtype=np.float64)
+    for r in range(n):
+        p = float(w0[0])
+        for f in range(k):
+            sums[f] = 0.0
+            sqs[f] = 0.0
+        for c in range(fields):
+            j = np.uint32(idx[r, c])
+            p += w[j]
+            for f in range(k):
+                d = V[j, f]
+                sums[f] += d
+                sqs[f] += d * d
+        inter = 0.0
+        sq = 0.0
+        for f in range(k):
+            inter += sums[f] * sums[f]
+            sq += sqs[f]
+        score = p + 0.5 * (inter - sq)
+        out[r] = score
+        g = score - y[r]
+        w0[0] = w0[0] - lr * g
+        for c in range(fields):
+            j = np.uint32(idx[r, c])
+            w[j] = w[j] - lr * g
+            for f in range(k):
+                v = V[j, f]
+                V[j, f] = v - lr * (g * sums[f] - g * v + reg_v * v)
+
+
 def kernels() -> tuple[Callable, Callable]:
     """(sgd pass, predict) of the streamfm that is importable: today's kernels or 0.1's."""
     try:
@@ -120,9 +184,11 @@ def kernels() -> tuple[Callable, Callable]:
     return new_pass, predict_csr
 
 
-def sgd_pass(data, order, p: Params, lr: float, pred, target_range, weighted=False) -> None:
+def sgd_pass(
+    data, order, p: Params, lr: float, pred, target_range, weighted=False, fixed=False
+) -> None:
     """One learning pass (regression, constant rate, clipping on); raises if it diverged."""
-    run = weighted_kernel() if weighted else kernels()[0]
+    run = fixed_kernel() if fixed else weighted_kernel() if weighted else kernels()[0]
     bad = run(data, order, p, lr, pred, target_range)
     if bad >= 0:
         raise RuntimeError(
@@ -154,17 +220,27 @@ def bench_case(
     order = np.arange(n_rows, dtype=np.int64)
     pred = np.empty(n_rows, dtype=np.float64)
     out: list[tuple[str, float]] = []
-    runs = [("sgd", False, 0.001, False), ("adagrad", True, 0.01, False)]
+    runs = [("sgd", False, 0.001, False, False), ("adagrad", True, 0.01, False, False)]
     if weighted_kernel() is not None:  # sample weights (all 1.0): "sgd+w", "adagrad+w"
-        runs += [("sgd+w", False, 0.001, True), ("adagrad+w", True, 0.01, True)]
-    for name, adagrad, lr, weighted in runs:
+        runs += [("sgd+w", False, 0.001, True, False), ("adagrad+w", True, 0.01, True, False)]
+    if fixed_kernel() is not None:  # the same rows in the fixed-width layout
+        runs += [("sgd fixed", False, 0.001, False, True)]
+        runs += [("adagrad fixed", True, 0.01, False, True)]
+    for name, adagrad, lr, weighted, fixed in runs:
         p = Params(n_features, k, adagrad)
         target_range = np.array([np.inf, -np.inf])
 
-        def run(p=p, lr=lr, tr=target_range, weighted=weighted) -> None:
-            sgd_pass(data, order, p, lr, pred, tr, weighted)
+        def run(p=p, lr=lr, tr=target_range, weighted=weighted, fixed=fixed) -> None:
+            sgd_pass(data, order, p, lr, pred, tr, weighted, fixed)
 
         out.append((name, best_seconds_per_pass(run, seconds, repeats)))
+    p = Params(n_features, k, False)
+    idx = data[1].reshape(n_rows, nnz)
+
+    def run_bare(p=p) -> None:
+        bare_fixed_sgd(idx, data[3], p.w0, p.w, p.V, 0.001, 0.01, pred)
+
+    out.append(("bare fixed sgd", best_seconds_per_pass(run_bare, seconds, repeats)))
     p = Params(n_features, k, False)
     indptr, indices, values, _ = data
 
@@ -186,8 +262,11 @@ def warm_up() -> None:
         for weighted in (False, True) if weighted_kernel() is not None else (False,):
             p = Params(16, 4, adagrad)
             sgd_pass(data, order, p, 0.01, pred, np.array([np.inf, -np.inf]), weighted)
+        if fixed_kernel() is not None:
+            sgd_pass(data, order, p, 0.01, pred, np.array([np.inf, -np.inf]), fixed=True)
     p = Params(16, 4, False)
     kernels()[1](data[0], data[1], data[2], p.w0, p.w, p.V, 16, pred)
+    bare_fixed_sgd(data[1].reshape(8, 2), data[3], p.w0, p.w, p.V, 0.01, 0.01, pred)
 
 
 def measure(features: int, seconds: float, repeats: int) -> dict[str, float]:
@@ -234,12 +313,63 @@ def side_by_side(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def layout_runs(nnz: int, k: int, features: int) -> dict[str, Callable[[], None]]:
+    """One pass of sgd / adagrad through the CSR and fixed-width kernels, and of the bare loop."""
+    n_rows = NNZ_PER_CHUNK // nnz
+    data = make_data(n_rows, nnz, features)
+    order = np.arange(n_rows, dtype=np.int64)
+    pred = np.empty(n_rows, dtype=np.float64)
+    idx = data[1].reshape(n_rows, nnz)
+    runs: dict[str, Callable[[], None]] = {}
+    for name, adagrad, lr, fixed in (
+        ("sgd", False, 0.001, False), ("sgd fixed", False, 0.001, True),
+        ("adagrad", True, 0.01, False), ("adagrad fixed", True, 0.01, True),
+    ):  # fmt: skip
+        p, tr = Params(features, k, adagrad), np.array([np.inf, -np.inf])
+        runs[name] = lambda p=p, lr=lr, tr=tr, fixed=fixed: sgd_pass(
+            data, order, p, lr, pred, tr, fixed=fixed
+        )
+    bare = Params(features, k, False)
+    runs["bare"] = lambda p=bare: bare_fixed_sgd(idx, data[3], p.w0, p.w, p.V, 0.001, 0.01, pred)
+    return runs
+
+
+def fixed_width_ratios(features: int, rounds: int) -> list[str]:
+    """Table of throughput ratios per (nnz, k): the fixed-width kernels against the CSR ones and
+    against the bare fixed-width loop, from `rounds` interleaved rounds (one pass of each kernel
+    per round, in turn; the best CPU time of each kept), so that the three are measured in the
+    same conditions."""
+    out = [
+        "| nnz/row | k | sgd fixed / sgd CSR | adagrad fixed / adagrad CSR | "
+        "sgd fixed / bare fixed loop |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for nnz, k in CASES:
+        runs = layout_runs(nnz, k, features)
+        best = dict.fromkeys(runs, math.inf)
+        for _ in range(rounds):
+            for name, run in runs.items():
+                t = time.process_time()
+                run()
+                best[name] = min(best[name], time.process_time() - t)
+        out.append(
+            f"| {nnz} | {k} | {best['sgd'] / best['sgd fixed']:.2f} | "
+            f"{best['adagrad'] / best['adagrad fixed']:.2f} | "
+            f"{best['bare'] / best['sgd fixed']:.2f} |"
+        )
+        print(out[-1], flush=True)
+    return out
+
+
 def main() -> None:
     """Run every case, print the table and write the "kernels" section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features", type=int, default=10_000, help="feature ids (default 10000)")
     ap.add_argument("--seconds", type=float, default=0.5, help="target length of one run")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure; the best is kept")
+    ap.add_argument(
+        "--rounds", type=int, default=15, help="interleaved rounds of the fixed-width ratios"
+    )
     ap.add_argument(
         "--baseline", type=Path, help="another checkout to measure side by side with this one"
     )
@@ -260,7 +390,8 @@ def main() -> None:
             "| nnz/row | k | kernel | rows | s/pass | M cases/s | M nnz·k/s |",
             "|---:|---:|---|---:|---:|---:|---:|",
         ]
-        for key, sec in measure(args.features, args.seconds, args.repeats).items():
+        measured = measure(args.features, args.seconds, args.repeats)
+        for key, sec in measured.items():
             nnz, k, name = key.split("/")
             n_rows = NNZ_PER_CHUNK // int(nnz)
             line = (
@@ -269,6 +400,8 @@ def main() -> None:
             )
             rows.append(line)
             print(line, flush=True)
+        if fixed_kernel() is not None:
+            rows += ["", *fixed_width_ratios(args.features, args.rounds)]
         section = "kernels"
         title = "Kernels: per-case SGD / AdaGrad and prediction throughput (one core)"
         how = f"Best of {args.repeats} runs of ~{args.seconds:g} s each, compiled beforehand; "
@@ -286,7 +419,13 @@ def main() -> None:
             f"rate. {how}CPU time of the process (single-threaded kernels), so time taken by "
             "other jobs on the shared machine does not count. nnz·k/s counts the factor entries "
             "each case touches (read to predict and, when learning, updated). SGD lr 0.001, "
-            "AdaGrad lr 0.01, targets N(0, 1).",
+            "AdaGrad lr 0.01, targets N(0, 1). `fixed`: the same rows through the fixed-width "
+            "kernels (`FIXED_KERNELS`: an (n, nnz) id matrix, x = 1.0 folded away; bit-identical "
+            "to the CSR kernels); `bare fixed sgd`: the ceiling of that layout, the same SGD "
+            "update as one bare loop with nothing else (no clipping, per-group L2, checks or "
+            "schedule; `bare_fixed_sgd`). The second table gives their throughput ratios "
+            f"from {args.rounds} interleaved rounds (one pass of each kernel in turn, the best "
+            "CPU time of each), which are steadier than ratios of the first table's rows.",
             "",
             *rows,
         ]

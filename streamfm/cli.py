@@ -139,6 +139,11 @@ def train(
         f"trained {s['rows_learnt']:,} rows ({s['rows_read']:,} read, {s['rows_skipped']:,} skipped, "
         f"{s['rows_quarantined']:,} quarantined; {s['epochs']} epoch(s)) in {s['seconds']:.2f} s, "
         f"{s['rows_per_second'] or 0:,.0f} rows/s; {s['features']:,} features"
+        + (
+            f"; {s['threads']} Hogwild threads (not bit for bit reproducible)"
+            if s.get("threads", 1) > 1
+            else ""
+        )
     )
     saved = s.get("model_record") or {}
     shown = {k: v for k, v in saved.items() if isinstance(v, float) and k != "seconds"}

@@ -292,6 +292,15 @@ class LearnerConfig(StrictModel):
     clip_predictions: bool = Field(
         True, description="regression: clip predictions to the [min, max] of targets seen so far"
     )
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="sgd, adagrad: threads learning each chunk side by side, Hogwild (each a "
+        "contiguous slice of the chunk's cases, updating the shared w and V without locks). 1: "
+        "the exact, reproducible default; > 1: faster on several cores, but results are not bit "
+        "for bit reproducible from run to run",
+    )
     mcmc: McmcConfig = Field(default_factory=McmcConfig)
     sgda: SgdaConfig = Field(default_factory=SgdaConfig)
 
@@ -317,6 +326,11 @@ class LearnerConfig(StrictModel):
     def _schedule_params(self) -> LearnerConfig:
         if self.schedule == "invscaling" and self.decay == 0.0:
             raise ValueError("schedule 'invscaling' needs decay > 0")
+        if self.threads > 1 and self.method not in ("sgd", "adagrad"):
+            raise ValueError(
+                f"threads > 1 (Hogwild) is for methods sgd and adagrad, not {self.method!r}: "
+                "set threads to 1"
+            )
         return self
 
 
@@ -348,8 +362,10 @@ class EstimatorConfig(ModelConfig, LearnerConfig):
     )
     n_jobs: int | None = Field(
         None,
-        description="FMClassifier with 3+ classes: threads training the one-vs-rest models "
-        "(None: 1, -1: one per core)",
+        description="threads (None: 1, -1: one per core). FMClassifier with 3+ classes: "
+        "the one-vs-rest models learn side by side; one model (regression, two classes) with "
+        "sgd / adagrad: learner.threads, Hogwild — faster, but not bit for bit reproducible "
+        "when > 1",
     )
 
     @field_validator("n_jobs")

@@ -77,7 +77,9 @@ __all__ = ["FMClassifier", "FMRanker", "FMRegressor", "NotFittedError", "expecte
 _D = {name: f.default for name, f in EstimatorConfig.model_fields.items()}
 _MODEL_KEYS = [k for k in ModelConfig.model_fields if k != "init_from"]
 _LEARNER_KEYS = [
-    k for k in LearnerConfig.model_fields if k not in ("shuffle_buffer", "method", "mcmc", "sgda")
+    k
+    for k in LearnerConfig.model_fields
+    if k not in ("shuffle_buffer", "method", "mcmc", "sgda", "threads")
 ]
 _MCMC_KEYS = ("burn_in", "samples_kept")
 # Parameters that estimator files written before they existed did without.
@@ -210,6 +212,9 @@ class _FMBase(BaseEstimator):
 
     def _new_learners(self, n: int) -> list[Learner]:
         model, learner, groups = self._configs()
+        if n == 1 and learner.method in ("sgd", "adagrad"):
+            # One model (regression, two classes): n_jobs threads learn it, Hogwild.
+            learner = learner.model_copy(update={"threads": _hogwild_threads(self.n_jobs)})
         return [make_learner(model, learner, self._task, groups) for _ in range(n)]
 
     def _groups_of(self, start: int, stop: int) -> np.ndarray:
@@ -633,6 +638,10 @@ class FMRegressor(RegressorMixin, _FMBase):
     With `standardize` (the default) the targets are learnt as (y - y_offset_) / y_scale_ and
     predictions mapped back. Predictions are clipped to the [min, max] of the training targets
     (as libFM does) unless `clip_predictions=False`.
+
+    `n_jobs` > 1 (or -1: every core) with sgd / adagrad learns with that many Hogwild threads
+    (`learner.threads`): faster on several cores, but fits are then not bit for bit reproducible
+    (None or 1: exactly reproducible from `seed`).
     """
 
     _task = "regression"
@@ -684,7 +693,9 @@ class FMClassifier(ClassifierMixin, _FMBase):
     """Factorization machine for classification (logistic loss; ALS and MCMC: probit): any two labels (numbers,
     strings, booleans; `classes_` sorted, the second is the positive class), or 3+ classes by
     one-vs-rest (one FM per class, trained side by side with `n_jobs` threads; probabilities
-    normalised to sum to 1, as scikit-learn's OneVsRestClassifier does)."""
+    normalised to sum to 1, as scikit-learn's OneVsRestClassifier does). With two classes and
+    sgd / adagrad, `n_jobs` > 1 learns the one FM with that many Hogwild threads
+    (`learner.threads`): not bit for bit reproducible then, as FMRegressor."""
 
     _task = "classification"
 
@@ -895,6 +906,13 @@ def _plain(value: Any) -> Any:
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) == len(b) and bool(np.all(a == b))
+
+
+def _hogwild_threads(n_jobs: int | None) -> int:
+    """learner.threads of a single sgd / adagrad model for `n_jobs` (None: 1; -1: every core)."""
+    if n_jobs in (None, 1):
+        return 1
+    return max(1, min(256, (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)))
 
 
 def _threads(n_jobs: int | None, n_tasks: int) -> int:

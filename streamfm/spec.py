@@ -472,15 +472,19 @@ def parse_spec(data: dict[str, Any], *, name: str = "run", origin: str = "spec")
 
 def spec_difference(saved: dict[str, Any], now: dict[str, Any]) -> tuple[str, Any, Any] | None:
     """(key path, saved value, current value) of the first difference between two dumped specs
-    in the sections a resumed run must keep (`RESUME_FIXED_SECTIONS`; learner.epochs may change),
+    in the sections a resumed run must keep (`RESUME_FIXED_SECTIONS`; learner.epochs and
+    learner.threads may change),
     or None."""
     for section in RESUME_FIXED_SECTIONS:
         a, b = (
             _with_defaults(section, saved.get(section)),
             _with_defaults(section, now.get(section)),
         )
-        if section == "learner":  # more or fewer epochs is fine
-            a, b = ({k: v for k, v in (d or {}).items() if k != "epochs"} for d in (a, b))
+        if section == "learner":  # more or fewer epochs (or threads) is fine
+            a, b = (
+                {k: v for k, v in (d or {}).items() if k not in ("epochs", "threads")}
+                for d in (a, b)
+            )
         diff = _first_difference(a, b, section)
         if diff is not None:
             return diff

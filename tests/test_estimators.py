@@ -238,3 +238,32 @@ def test_estimator_files_written_before_the_scikit_learn_estimators_load_and_pre
     assert clf.classes_.tolist() == [-1.0, 1.0] and reg.standardize is False
     # ... and they keep learning
     reg.partial_fit(sp.load_npz(folder / "X.npz"), want["regressor"])
+
+
+def test_n_jobs_sets_hogwild_threads_for_one_model():
+    """n_jobs > 1 learns a single sgd / adagrad model with that many Hogwild threads; the fit is
+    as good as with one thread (not bit-identical); n_jobs None / 1 stays exactly one thread."""
+    X, y, _ = make_planted_fm(30_000, n_features=200, k=4, nnz_per_row=4, noise=0.1, seed=2)
+    Xtr, ytr, Xte, yte = X[:25_000], y[:25_000], X[25_000:], y[25_000:]
+    one = FMRegressor(k=4, epochs=5, n_jobs=None).fit(Xtr, ytr)
+    two = FMRegressor(k=4, epochs=5, n_jobs=2).fit(Xtr, ytr)
+    assert one.learner_.config.threads == 1
+    assert two.learner_.config.threads == 2
+    assert FMRegressor(n_jobs=-1).fit(Xtr[:100], ytr[:100]).learner_.config.threads >= 1
+
+    def rmse(m):
+        return float(np.sqrt(np.mean((m.predict(Xte) - yte) ** 2)))
+
+    assert rmse(one) < 0.5 * float(np.std(yte))
+    assert abs(rmse(two) - rmse(one)) < 0.02, (rmse(one), rmse(two))
+    again = FMRegressor(k=4, epochs=5, n_jobs=1).fit(Xtr, ytr)
+    np.testing.assert_array_equal(again.predict(Xte), one.predict(Xte))
+    binary = FMClassifier(k=4, epochs=2, n_jobs=2).fit(Xtr, ytr > np.median(ytr))
+    assert binary.learner_.config.threads == 2
+    # one-vs-rest: n_jobs trains the models side by side, each with one thread
+    labels = np.digitize(ytr, np.quantile(ytr, [0.33, 0.66]))
+    ovr = FMClassifier(k=4, epochs=1, n_jobs=2).fit(Xtr, labels)
+    assert [lrn.config.threads for lrn in ovr.learners_] == [1, 1, 1]
+    # methods without threads ignore it
+    als = FMRegressor(k=4, method="als", n_iter=2, n_jobs=2).fit(Xtr[:2000], ytr[:2000])
+    assert als.learner_.config.threads == 1

@@ -51,6 +51,24 @@ def adagrad_0_1_logistic(rows, y, order, params, state, regs, rate, target_range
     )  # fmt: skip
 
 
+@njit(error_model="numpy")
+def adagrad_0_1_squared_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return sgd._fixed_pass(
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, sgd._unit_weight,
+        losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        adagrad_0_1_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+@njit(error_model="numpy")
+def adagrad_0_1_logistic_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return sgd._fixed_pass(
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, sgd._unit_weight,
+        losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        adagrad_0_1_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def release():
     return dict(np.load(FIXTURES / "release_0_1.npz"))
@@ -63,13 +81,17 @@ def today():
 
 @pytest.fixture(scope="module")
 def with_0_1_rounding():
-    saved = dict(sgd.KERNELS)
+    saved = dict(sgd.KERNELS), dict(sgd.FIXED_KERNELS)
     sgd.KERNELS[("adagrad", "squared")] = adagrad_0_1_squared
     sgd.KERNELS[("adagrad", "logistic")] = adagrad_0_1_logistic
+    # one-hot chunks learn through the fixed-width kernels: the same rule there
+    sgd.FIXED_KERNELS[("adagrad", "squared")] = adagrad_0_1_squared_fixed
+    sgd.FIXED_KERNELS[("adagrad", "logistic")] = adagrad_0_1_logistic_fixed
     try:
         return release_models.release_models()
     finally:
-        sgd.KERNELS.update(saved)
+        sgd.KERNELS.update(saved[0])
+        sgd.FIXED_KERNELS.update(saved[1])
 
 
 def test_sgd_models_are_bit_identical_to_0_1(release, today):

@@ -282,3 +282,24 @@ def test_vanished_file_is_a_clear_error(data, tmp_path):
     r = cli("train", spec, "--resume")
     assert r.returncode == 1
     assert "train-0.parquet" in r.stderr and "no longer part of the source" in r.stderr
+
+
+def test_hogwild_run_checkpoints_and_resumes(data, tmp_path):
+    """learner.threads: 2 (chunks large enough to be split): a killed run resumes, says that it
+    is not reproducible, and learns as well as one thread (not bit for bit)."""
+    spec = write_spec(data, tmp_path)
+    sets = ["--set", "learner.threads=2", "--set", "source.batch_size=5000"]
+    sets += ["--set", "learner.shuffle_buffer=0"]
+    killed = cli("train", spec, "-q", *sets, env={"STREAMFM_CRASH_AT": "3:latest"})
+    assert killed.returncode == -signal.SIGKILL
+    r = cli("train", spec, "--resume", *sets)
+    assert r.returncode == 0, r.stderr
+    assert "Hogwild" in r.stderr and "not bit for bit reproducible" in r.stdout
+    exact = tmp_path / "one-thread"
+    one = train(load_spec(write_spec(data, exact), [a for a in sets[1::2] if "threads" not in a]))
+    from streamfm.store.trained import TrainedModel
+
+    model = TrainedModel.load(tmp_path / "out" / "model.sfm")
+    assert model.summary["threads"] == 2 and one.summary["threads"] == 1
+    rmse_one = one.summary["model_record"]["rmse"]
+    assert abs(model.summary["model_record"]["rmse"] - rmse_one) < 0.01

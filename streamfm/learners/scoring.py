@@ -33,16 +33,38 @@ def score_row(start, stop, indices, values, w0, w, V, limit, sums, sqs):
     Returns (linear part w0 + Σ w_i x_i (float32), Σ_f sums[f]², Σ_f sqs[f]); the score is
     linear + ½(inter − sq).
     """
+    return score_cells((indices, values), pair_cell, 0, start, stop, w0, w, V, limit, sums, sqs)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def pair_cell(cells, r, nz):
+    """Non-zero nz of (indices, values): (id, x)."""
+    return cells[0][nz], cells[1][nz]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def fixed_cell(cells, r, nz):
+    """Non-zero nz of row r of a fixed-width chunk (idx (n, fields) int32,): (id, 1.0).
+
+    x is the constant 1.0 (float32): numba inlines it, and LLVM folds every product by it away
+    (x·1 is exact in IEEE arithmetic, so the result is bit for bit that of the CSR layout)."""
+    return cells[0][r, nz], np.float32(1.0)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def score_cells(cells, cell, r, start, stop, w0, w, V, limit, sums, sqs):
+    """`score_row` of row r whose non-zeros are nz in [start, stop), read by cell(cells, r, nz)
+    -> (id, x): the one scorer of every row layout (the same operations in the same order)."""
     k = V.shape[1]
     p = float(w0[0])
     for f in range(k):
         sums[f] = 0.0
         sqs[f] = 0.0
     for nz in range(start, stop):
-        j = np.uint32(indices[nz])
+        j, x = cell(cells, r, nz)
+        j = np.uint32(j)
         if j >= limit:
             continue
-        x = values[nz]
         p += w[j] * x
         for f in range(k):
             d = V[j, f] * x

@@ -9,6 +9,8 @@ each on disk, and only the one a run uses is loaded).
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +22,7 @@ from streamfm.errors import DivergenceError
 from streamfm.learners import losses, steps
 from streamfm.learners.base import LearnerHooks
 from streamfm.learners.params import FMParams
-from streamfm.learners.scoring import predict_csr, score_row
+from streamfm.learners.scoring import fixed_cell, predict_csr, score_cells
 
 Task = Literal["regression", "classification"]
 LOSS_OF_TASK = {"regression": "squared", "classification": "logistic"}
@@ -54,9 +56,98 @@ def _weighted_pass(
     rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
     weight_of, output, gradient, observe, step_linear, step_factor,
 ):  # fmt: skip
-    """One pass of per-case updates over the rows `order` (int64 row numbers) of a CSR chunk.
+    """`_layout_pass` over the rows of a CSR chunk, rows = (indptr, indices, values)."""
+    return _layout_pass(
+        rows, _csr_span, _csr_cell, _csr_top, y, weights, order, params, state, regs, rate,
+        target_range, clip, out, weight_of, output, gradient, observe, step_linear, step_factor,
+    )  # fmt: skip
 
-    rows = (indptr, indices, values); params = (w0, w, V) float32, updated in place;
+
+@njit(nogil=True, inline="always", error_model="numpy")
+def _fixed_pass(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+    weight_of, output, gradient, observe, step_linear, step_factor,
+):  # fmt: skip
+    """`_layout_pass` over a fixed-width chunk, rows = (idx,) with idx (n, fields) int32: every
+    row has `fields` non-zeros of value 1.0 (see `fixed_width`)."""
+    return _layout_pass(
+        rows, _fixed_span, fixed_cell, _fixed_top, y, weights, order, params, state, regs, rate,
+        target_range, clip, out, weight_of, output, gradient, observe, step_linear, step_factor,
+    )  # fmt: skip
+
+
+# --- row layouts: where a row's non-zeros are (span), what they are (cell), the largest id (top)
+
+
+@njit(nogil=True, inline="always")
+def _csr_span(rows, r):
+    indptr = rows[0]
+    return np.uint64(indptr[r]), np.uint64(indptr[r + 1])
+
+
+@njit(nogil=True, inline="always")
+def _csr_cell(rows, r, nz):
+    return rows[1][nz], rows[2][nz]
+
+
+@njit(nogil=True, inline="always")
+def _csr_top(rows):
+    """(largest id read as unsigned, whether there is any id): negative ids count as huge."""
+    indices = rows[1]
+    top = np.uint32(0)
+    for nz in range(indices.shape[0]):
+        top = max(top, np.uint32(indices[nz]))
+    return top, indices.shape[0] > 0
+
+
+@njit(nogil=True, inline="always")
+def _fixed_span(rows, r):
+    return np.uint64(0), np.uint64(rows[0].shape[1])
+
+
+@njit(nogil=True, inline="always")
+def _fixed_top(rows):
+    idx = rows[0]
+    top = np.uint32(0)
+    for r in range(idx.shape[0]):
+        for c in range(idx.shape[1]):
+            top = max(top, np.uint32(idx[r, c]))
+    return top, idx.size > 0
+
+
+@njit(cache=True, nogil=True)
+def fixed_width(indptr, values):
+    """The number of non-zeros of every row if all rows have the same number (>= 1) and every
+    value is 1.0 (one-hot fields, crosses, MF), else -1: the chunk then learns through the
+    fixed-width kernels (`FIXED_KERNELS`). One pass over indptr and values, no temporaries."""
+    n = indptr.shape[0] - 1
+    if n <= 0:
+        return -1
+    width = indptr[1] - indptr[0]
+    if width <= 0:
+        return -1
+    for r in range(1, n):
+        if indptr[r + 1] - indptr[r] != width:
+            return -1
+    for nz in range(indptr[0], indptr[n]):
+        if values[nz] != 1.0:
+            return -1
+    return width
+
+
+@njit(nogil=True, inline="always", error_model="numpy")
+def _layout_pass(
+    rows, span, cell, top_id, y, weights, order, params, state, regs, rate, target_range, clip,
+    out, weight_of, output, gradient, observe, step_linear, step_factor,
+):  # fmt: skip
+    """One pass of per-case updates over the rows `order` (int64 row numbers) of a chunk.
+
+    rows: the chunk in a row layout read by span(rows, r) -> [start, stop) of row r's non-zeros,
+    cell(rows, r, nz) -> (id, x) and top_id(rows) -> (largest id as unsigned, any ids): CSR
+    (indptr, indices, values), or fixed width (idx,) whose x is the constant 1.0, so that its
+    products by x vanish at compile time and leave the very same operations in the same order
+    (bit-identical results, tests/test_fixed_width.py).
+    params = (w0, w, V) float32, updated in place;
     state = the step rule's per-coordinate arrays shaped like params (AdaGrad: sums of squared
     gradients; SGD: unused); regs = (reg0, reg_w_by_group, reg_v_by_group, group) with group[j]
     the feature group of id j; rate = (lr0, decay, power_t, t0), t0 cases learnt before this call;
@@ -72,26 +163,22 @@ def _weighted_pass(
     finite (parameters are then as they were before it). Raises IndexError, before any update,
     if a feature id is negative or >= len(w).
     """
-    indptr, indices, values = rows
     w0, w, V = params
     acc_w0, acc_w, acc_V = state
     reg0, reg_w_by_group, reg_v_by_group, group = regs
     lr0, decay, power_t, t0 = rate
     k = V.shape[1]
     n_params = w.shape[0]
-    top = np.uint32(0)  # largest id read as unsigned: negative ids count as huge
-    for nz in range(indices.shape[0]):
-        top = max(top, np.uint32(indices[nz]))
-    if indices.shape[0] > 0 and top >= n_params:
+    top, any_id = top_id(rows)
+    if any_id and top >= n_params:
         raise IndexError("sgd kernel: a feature id is negative or beyond the parameter arrays")
     limit = np.uint32(n_params)
     sums = np.zeros(k, dtype=np.float64)
     sqs = np.zeros(k, dtype=np.float64)
     for ii in range(order.shape[0]):
         r = order[ii]
-        start = np.uint64(indptr[r])
-        stop = np.uint64(indptr[r + 1])
-        p, inter, sq = score_row(start, stop, indices, values, w0, w, V, limit, sums, sqs)
+        start, stop = span(rows, r)
+        p, inter, sq = score_cells(rows, cell, r, start, stop, w0, w, V, limit, sums, sqs)
         score = p + 0.5 * (inter - sq)
         yr = y[r]
         pred = output(score, target_range, clip)
@@ -109,8 +196,8 @@ def _weighted_pass(
         v0 = w0[0]
         step_linear(w0, acc_w0, 0, v0, g + reg0 * s * v0, lr)
         for nz in range(start, stop):
-            j = np.uint32(indices[nz])
-            x = values[nz]
+            j, x = cell(rows, r, nz)
+            j = np.uint32(j)
             gi = group[j]
             rv = reg_v_by_group[gi] * s
             wj = w[j]
@@ -225,6 +312,104 @@ WEIGHTED_KERNELS = {
 }
 
 
+# --- the fixed-width layout (rows = (idx,), idx (n, fields) int32, every x 1.0): the same
+# combinations, unweighted and weighted
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_squared_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _fixed_pass(
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        _unit_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_logistic_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _fixed_pass(
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        _unit_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_squared_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _fixed_pass(
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        _unit_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_logistic_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+    return _fixed_pass(
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        _unit_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_squared_fixed_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _fixed_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_logistic_fixed_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _fixed_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.sgd_linear, steps.sgd_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_squared_fixed_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _fixed_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adagrad_logistic_fixed_weighted(
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+):
+    return _fixed_pass(
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
+        steps.adagrad_linear, steps.adagrad_factor,
+    )  # fmt: skip
+
+
+FIXED_KERNELS = {
+    ("sgd", "squared"): sgd_squared_fixed,
+    ("sgd", "logistic"): sgd_logistic_fixed,
+    ("adagrad", "squared"): adagrad_squared_fixed,
+    ("adagrad", "logistic"): adagrad_logistic_fixed,
+}
+FIXED_WEIGHTED_KERNELS = {
+    ("sgd", "squared"): sgd_squared_fixed_weighted,
+    ("sgd", "logistic"): sgd_logistic_fixed_weighted,
+    ("adagrad", "squared"): adagrad_squared_fixed_weighted,
+    ("adagrad", "logistic"): adagrad_logistic_fixed_weighted,
+}
+
+
 class SGDLearner(LearnerHooks):
     """Per-case SGD (or AdaGrad) on a growing FM, one chunk at a time (the `Learner` protocol).
 
@@ -260,6 +445,7 @@ class SGDLearner(LearnerHooks):
         self.group_regularization: dict[int, GroupRegularization] = dict(group_regularization or {})
         self._regs: tuple[np.ndarray, np.ndarray] | None = None
         self._regs_seen = 0  # features whose groups the per-group arrays cover
+        self.last_layout = ""  # the row layout of the last chunk learnt: "csr" or "fixed"
 
     # --- regularisation by group
     def _group_regs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -311,17 +497,23 @@ class SGDLearner(LearnerHooks):
         cfg = self.config
         decay = float(cfg.decay) if cfg.schedule == "invscaling" else 0.0
         key = ("adagrad" if p.adagrad else "sgd", LOSS_OF_TASK[self.task])
-        rows = (chunk.indptr, chunk.indices, chunk.values)
+        layout, rows = chunk_rows(chunk)
+        self.last_layout = layout
+        fixed = layout == "fixed"
         if weights is None:
-            kernel = KERNELS[key]
+            kernel = (FIXED_KERNELS if fixed else KERNELS)[key]
         else:
             weights = np.ascontiguousarray(weights, dtype=np.float64)
             if weights.shape != (n,):
                 raise ValueError(f"weights: expected {n} values, got shape {weights.shape}")
-            kernel = _with_weights(WEIGHTED_KERNELS[key], weights)
+            kernel = _with_weights(
+                (FIXED_WEIGHTED_KERNELS if fixed else WEIGHTED_KERNELS)[key], weights
+            )
         pred = np.empty(n, dtype=np.float64)
+        run = _hogwild if cfg.threads > 1 else _one_thread
         try:
-            bad = kernel(
+            bad = run(
+                kernel,
                 rows,
                 y,
                 order,
@@ -332,6 +524,7 @@ class SGDLearner(LearnerHooks):
                 self.target_range,
                 bool(cfg.clip_predictions),
                 pred,
+                cfg.threads,
             )
         except IndexError:
             raise IndexError(
@@ -408,6 +601,81 @@ class SGDLearner(LearnerHooks):
             {int(g): GroupRegularization(**r) for g, r in state["group_regularization"].items()}
         )
         self.params.load_state_dict(state["params"])
+
+
+def _one_thread(kernel, rows, y, order, params, state, regs, rate, target_range, clip, out, _):
+    return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out)
+
+
+#: Hogwild splits a chunk only into slices of at least this many cases (smaller ones are not
+#: worth a thread's hand-off).
+MIN_CASES_PER_THREAD = 2048
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+_LINE = 32  # float32 entries between two threads' private values (128 bytes: no shared line)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, "streamfm-hogwild")
+        return pool
+
+
+def _hogwild(kernel, rows, y, order, params, state, regs, rate, target_range, clip, out, threads):
+    """Learn the cases `order` with `threads` threads, Hogwild (Niu et al., 2011): thread i takes
+    the i-th contiguous slice of `order` (its schedule counts from the slice's start) and runs the
+    same kernel (numba, nogil) on the shared w, V and their accumulators, without locks.
+
+    Only the bias w0 (and AdaGrad's sum for it), which every case updates, is private to each
+    thread during the chunk (on its own cache lines: sharing it would move one cache line between
+    the cores at every case), and so is the range of targets seen; after the chunk w0 is the
+    mean of the threads' values, its accumulator the start plus every thread's increase, and the
+    range the union. Returns -1, or the position in `order` of a case that diverged."""
+    n = order.shape[0]
+    parts = min(threads, n // MIN_CASES_PER_THREAD)
+    if parts <= 1:
+        return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out)
+    w0, w, V = params
+    acc_w0, acc_w, acc_V = state
+    lr0, decay, power_t, t0 = rate
+    bounds = [n * i // parts for i in range(parts + 1)]
+    private_w0 = np.zeros((parts, _LINE), dtype=w0.dtype)
+    private_acc = np.zeros((parts, _LINE), dtype=acc_w0.dtype)
+    ranges = np.zeros((parts, _LINE // 2), dtype=np.float64)
+    private_w0[:, 0] = w0[0]
+    private_acc[:, 0] = acc_w0[0]
+    ranges[:, :2] = target_range
+
+    def one(i: int) -> int:
+        return kernel(
+            rows, y, order[bounds[i] : bounds[i + 1]], (private_w0[i, :1], w, V),
+            (private_acc[i, :1], acc_w, acc_V), regs, (lr0, decay, power_t, t0 + bounds[i]),
+            ranges[i, :2], clip, out,
+        )  # fmt: skip
+
+    pool = _pool(threads - 1)
+    futures = [pool.submit(one, i) for i in range(1, parts)]
+    results = [one(0)] + [f.result() for f in futures]  # (waits for all: they share w and V)
+    w0[0] = private_w0[:, 0].astype(np.float64).mean()
+    acc_w0[0] = acc_w0[0] + (private_acc[:, 0].astype(np.float64) - acc_w0[0]).sum()  # SGD: 0
+    target_range[0] = ranges[:, 0].min()
+    target_range[1] = ranges[:, 1].max()
+    bad = [bounds[i] + b for i, b in enumerate(results) if b >= 0]
+    return min(bad) if bad else -1
+
+
+def chunk_rows(chunk: CSRChunk) -> tuple[str, tuple[np.ndarray, ...]]:
+    """The layout the kernels take the chunk in: ("fixed", (idx,)) when every row has the same
+    number of non-zeros, all 1.0 (idx: (n_rows, width) int32, a view of the chunk's indices),
+    else ("csr", (indptr, indices, values))."""
+    width = int(fixed_width(chunk.indptr, chunk.values)) if chunk.n_rows else -1
+    if width < 1:
+        return "csr", (chunk.indptr, chunk.indices, chunk.values)
+    start = int(chunk.indptr[0])
+    idx = chunk.indices[start : start + chunk.n_rows * width].reshape(chunk.n_rows, width)
+    return "fixed", (np.ascontiguousarray(idx, dtype=np.int32),)
 
 
 def _with_weights(kernel, weights: np.ndarray):

@@ -111,6 +111,11 @@ class Trainer:
         # chunk learnt (the error came before the failing batch changed anything).
         self._consistent_failure = False
         self.notes: list[str] = []
+        if spec.learner.threads > 1:
+            self.notes.append(
+                f"learner.threads = {spec.learner.threads}: Hogwild training, the model is not "
+                "bit for bit reproducible (threads: 1 is)"
+            )
 
     def parts(self) -> dict[str, Any]:
         """Every stateful part of the run by name (what a checkpoint holds)."""
@@ -586,6 +591,7 @@ class Trainer:
             **self._summary(),
             "interrupted": interrupted,
             "model_record": self.evaluation.saved_record(),
+            "threads": self.spec.learner.threads,
         }
         self.model.history = history
         self.model.summary = summary
