@@ -33,7 +33,8 @@ from streamfm.features.arrow import (
     ragged_block_parts,
 )
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
-from streamfm.features.keyindex import KeyIndex, grow_attribute
+from streamfm.features.keyindex import KeyIndex
+from streamfm.growth import grow_attribute
 
 
 class ImplicitParams(BuilderParams):
