@@ -362,7 +362,8 @@ class ImplicitBuilder(FeatureBuilder):
     def state_dict(self) -> dict[str, Any]:
         """Vocabularies of keys and items (`KeyIndex.key_state`: append-only, so the views
         returned never change), and the side table or the histories: each key's stored items
-        oldest first (`hist_items`, cut by `hist_indptr`) and items appended (`counts`)."""
+        oldest first (`hist_items`, cut by `hist_indptr`) and items appended (`counts`, a view
+        of the live counts, as the parameters' state is: copy the state to keep it)."""
         if self.params.source == "table" and self._table is None:
             self._load_table()
         state: dict[str, Any] = {"keys": self.keys.state(), "items": self.items.state()}
@@ -374,7 +375,7 @@ class ImplicitBuilder(FeatureBuilder):
                 self.arena, self.start[:n], self.counts[:n], self.params.max_items
             )
             state["hist_indptr"], state["hist_items"] = indptr, items
-            state["counts"] = self.counts[:n].copy()
+            state["counts"] = self.counts[:n]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
