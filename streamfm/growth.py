@@ -48,6 +48,8 @@ def _mapping_of(array: np.ndarray) -> mmap.mmap | None:
     base = array.base
     while isinstance(base, np.ndarray):
         base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer's base
+        base = base.obj
     if isinstance(base, mmap.mmap) and array.flags.c_contiguous and array.nbytes == len(base):
         return base
     return None
