@@ -235,7 +235,9 @@ class ImplicitBuilder(FeatureBuilder):
         self.used = 0  # arena slots handed out
         self.garbage = 0  # slots of regions left behind when keys moved to bigger ones
         self.start = np.zeros(n_keys, dtype=np.int64)
-        self.cap = np.zeros(n_keys, dtype=np.int64)
+        # A region holds at most max_items: int32 unless max_items does not fit one.
+        small = self.params.max_items < np.iinfo(np.int32).max
+        self.cap = np.zeros(n_keys, dtype=np.int32 if small else np.int64)
         self.counts = np.zeros(n_keys, dtype=np.int64)
 
     def columns(self) -> list[str]:
