@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,9 @@ def least_bytes(n_values: int, key_chars: int, implicit_users: int = 0) -> int:
 def run(code: Path, spec_body: dict, out: Path) -> tuple[float, float, str]:
     """(wall s, peak RSS MB, summary line) of `streamfm train` with the package at `code`."""
     out.mkdir(parents=True, exist_ok=True)
+    # A fresh output folder each time (train refuses to replace a previous run's output, and
+    # the code of --before may not know --overwrite).
+    shutil.rmtree(out / "run", ignore_errors=True)
     spec_path = out / "spec.yaml"
     body = {**spec_body, "output": {"dir": str(out / "run")}}
     spec_path.write_text(json.dumps(body))

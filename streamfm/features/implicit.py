@@ -33,7 +33,8 @@ from streamfm.features.arrow import (
     ragged_block_parts,
 )
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
-from streamfm.features.keyindex import KeyIndex, grow_attribute
+from streamfm.features.keyindex import KeyIndex
+from streamfm.growth import grow_attribute
 
 
 class ImplicitParams(BuilderParams):
@@ -234,7 +235,9 @@ class ImplicitBuilder(FeatureBuilder):
         self.used = 0  # arena slots handed out
         self.garbage = 0  # slots of regions left behind when keys moved to bigger ones
         self.start = np.zeros(n_keys, dtype=np.int64)
-        self.cap = np.zeros(n_keys, dtype=np.int64)
+        # A region holds at most max_items: int32 unless max_items does not fit one.
+        small = self.params.max_items < np.iinfo(np.int32).max
+        self.cap = np.zeros(n_keys, dtype=np.int32 if small else np.int64)
         self.counts = np.zeros(n_keys, dtype=np.int64)
 
     def columns(self) -> list[str]:
@@ -361,7 +364,8 @@ class ImplicitBuilder(FeatureBuilder):
     def state_dict(self) -> dict[str, Any]:
         """Vocabularies of keys and items (`KeyIndex.key_state`: append-only, so the views
         returned never change), and the side table or the histories: each key's stored items
-        oldest first (`hist_items`, cut by `hist_indptr`) and items appended (`counts`)."""
+        oldest first (`hist_items`, cut by `hist_indptr`) and items appended (`counts`, a view
+        of the live counts, as the parameters' state is: copy the state to keep it)."""
         if self.params.source == "table" and self._table is None:
             self._load_table()
         state: dict[str, Any] = {"keys": self.keys.state(), "items": self.items.state()}
@@ -373,7 +377,7 @@ class ImplicitBuilder(FeatureBuilder):
                 self.arena, self.start[:n], self.counts[:n], self.params.max_items
             )
             state["hist_indptr"], state["hist_items"] = indptr, items
-            state["counts"] = self.counts[:n].copy()
+            state["counts"] = self.counts[:n]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from streamfm.growth import grow_attribute
+
 _EMPTY = -1
 _INT_DOMAIN = np.uint64(0x2545F4914F6CDD1D)
 
@@ -206,24 +208,6 @@ class Lookup(NamedTuple):
     label: np.ndarray
     h1: np.ndarray
     h2: np.ndarray
-
-
-def grow_attribute(owner: Any, name: str, rows: int) -> np.ndarray:
-    """Make the array `owner.<name>` hold at least `rows` rows (first axis), content kept.
-
-    Capacity grows by a quarter at a time: unused capacity is resident memory, and growing
-    copies (the old and the new array are alive together for a moment), so growth is kept
-    small rather than rare (copying costs O(rows) in all, like a doubling's, only 4x more).
-    """
-    array = getattr(owner, name)
-    have = array.shape[0]
-    if rows <= have:
-        return array
-    cap = max(rows, have + have // 4, 64)
-    out = np.zeros((cap, *array.shape[1:]), dtype=array.dtype)
-    out[:have] = array
-    setattr(owner, name, out)
-    return out
 
 
 # Keys hashed at a time when the table is rebuilt (bounds the temporary hash arrays).

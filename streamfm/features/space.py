@@ -15,7 +15,8 @@ import pyarrow as pa
 from streamfm.csr import MAX_FEATURE_ID, CSRChunk
 from streamfm.errors import DataError
 from streamfm.features.base import Block
-from streamfm.features.keyindex import KeyIndex, grow_attribute
+from streamfm.features.keyindex import KeyIndex
+from streamfm.growth import grow_attribute
 
 # Id given to keys never seen in training when predicting: UNSEEN_ID - g for a key of group g.
 # The prediction kernels ignore ids at or beyond the number of seen features, so such non-zeros

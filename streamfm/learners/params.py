@@ -3,7 +3,8 @@
     y(x) = w0 + Σ_i w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j
 
 Arrays grow as new feature ids appear, by a quarter of their size at a time (capacity is
-resident memory, and a growth holds an array twice for a moment: one array at a time). Ids in
+resident memory), in place where they can (`streamfm.growth`: no copy, so a growth does not
+hold an array twice; where it must copy, one array at a time). Ids in
 [0, n_features) are "seen"; rows beyond that are pre-initialised capacity. A feature's initial
 factors depend only on (seed, feature id), so growth history never changes a model.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from streamfm.growth import empty_rows, resize_rows
 from streamfm.rng import normal_by_id
 
 PARAM_DTYPE = np.float32
@@ -81,8 +83,8 @@ class FMParams:
 
     def _allocate(self, capacity: int) -> None:
         """Grow every array to `capacity` rows, the new rows initialised (w 0, V by id, group 0,
-        accumulators adagrad_init), one array at a time: only one old array is alive beside
-        its new one."""
+        accumulators adagrad_init), one array at a time: in place where the array can grow so
+        (`streamfm.growth.resize_rows`), else only one old array is alive beside its new one."""
         old_rows = 0 if getattr(self, "w", None) is None else self.w.shape[0]
         if capacity <= old_rows:
             return
@@ -97,21 +99,18 @@ class FMParams:
             if name.startswith("acc") and not acc:
                 setattr(self, name, np.zeros((0, *shape), dtype=PARAM_DTYPE))
                 continue
-            old = getattr(self, name, None)
             dtype = {"group": np.int32, "V": self.dtype, "w": self.dtype}.get(name, PARAM_DTYPE)
-            new = np.empty((capacity, *shape), dtype=dtype)
-            if old is not None and old_rows:
-                new[:old_rows] = old[:old_rows]
+            if getattr(self, name, None) is None or not old_rows:
+                setattr(self, name, empty_rows(0, shape, dtype))
+            new = resize_rows(self, name, capacity)  # in place where it can (streamfm.growth)
             ids = np.arange(old_rows, capacity, dtype=np.int64)
             if fill is None:
                 self._initial_factors_into(ids, new[old_rows:])
             elif fill == "random":
                 new[old_rows:] = self.init_std * normal_by_id(self.seed, ids, 1, stream=1)[:, 0]
-            else:
+            elif fill != 0:
                 new[old_rows:] = fill
-            setattr(self, name, None)
-            del old
-            setattr(self, name, new)
+            del new
 
     @property
     def capacity(self) -> int:

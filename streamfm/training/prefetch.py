@@ -114,13 +114,13 @@ class Prefetcher:
 class ReadAhead:
     """The chunks read and built ahead of the learner and not learnt yet: a checkpoint part, so
     that a resumed run learns them first (the source positions and builder states in the same
-    checkpoint are those after them). Items are (chunk, y, n_ids): n_ids is the size of the
-    feature space after the chunk was built."""
+    checkpoint are those after them). Items are (chunk, y, n_ids, ...): n_ids is the size of
+    the feature space after the chunk was built (what follows it is the reader's business)."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[CSRChunk, np.ndarray, int]] = []
+        self.items: list[tuple[Any, ...]] = []
 
-    def take(self) -> list[tuple[CSRChunk, np.ndarray, int]]:
+    def take(self) -> list[tuple[Any, ...]]:
         items, self.items = self.items, []
         return items
 
@@ -129,13 +129,13 @@ class ReadAhead:
         and the feature-space size after the last of them."""
         if not self.items:
             return {"rows": 0}
-        whole = concat([c for c, _, _ in self.items])
+        whole = concat([item[0] for item in self.items])
         return {
             "rows": whole.n_rows,
             "indptr": whole.indptr,
             "indices": whole.indices,
             "values": whole.values,
-            "y": np.concatenate([y for _, y, _ in self.items]),
+            "y": np.concatenate([item[1] for item in self.items]),
             "n_ids": int(self.items[-1][2]),
         }
 
