@@ -33,7 +33,6 @@ from numba import njit
 
 from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk
-from streamfm.errors import DivergenceError
 from streamfm.learners import steps
 from streamfm.learners.items import ItemCatalogue
 from streamfm.learners.losses import sigmoid
@@ -46,7 +45,7 @@ from streamfm.learners.negatives import (
 )
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import score_row
-from streamfm.learners.sgd import SGDLearner
+from streamfm.learners.sgd import SGDLearner, divergence_error, unallocated_id_error
 
 
 @njit(nogil=True, inline="always", error_model="numpy")
@@ -450,16 +449,14 @@ class RankingLearner(SGDLearner):
                 (row_auc, row_has),
             )
         except IndexError:
-            raise IndexError(
-                f"a feature id of the chunk is negative or not allocated (the parameters hold "
-                f"{p.n_features} features): the chunk is corrupt or was built for another model"
-            ) from None
+            raise unallocated_id_error(p.n_features) from None
         if bad >= 0:
             self.t += int(bad)
-            raise DivergenceError(
-                f"training diverged at case {self.t + 1} (row {int(order[bad]) + 1} of the current "
-                f"chunk): a score became non-finite. Try a smaller learner.learning_rate (now "
-                f"{cfg.learning_rate:g}) or AdaGrad."
+            raise divergence_error(
+                self.t + 1,
+                int(order[bad]) + 1,
+                "a score",
+                f"Try a smaller learner.learning_rate (now {cfg.learning_rate:g}) or AdaGrad.",
             )
         self.t += n
         self.last_sampled = (row_auc, row_has)

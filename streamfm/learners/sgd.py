@@ -410,6 +410,23 @@ FIXED_WEIGHTED_KERNELS = {
 }
 
 
+def unallocated_id_error(n_features: int) -> IndexError:
+    """The error of a kernel that met a feature id beyond the parameters."""
+    return IndexError(
+        f"a feature id of the chunk is negative or not allocated (the parameters hold "
+        f"{n_features} features): the chunk is corrupt or was built for another model"
+    )
+
+
+def divergence_error(case: int, row: int, what: str, advice: str) -> DivergenceError:
+    """The error of a kernel whose case number `case` (1-based, of the run) at row `row`
+    (1-based, of the chunk) made `what` non-finite; `advice`: what to try."""
+    return DivergenceError(
+        f"training diverged at case {case} (row {row} of the current chunk): {what} became "
+        f"non-finite. {advice}"
+    )
+
+
 class SGDLearner(LearnerHooks):
     """Per-case SGD (or AdaGrad) on a growing FM, one chunk at a time (the `Learner` protocol).
 
@@ -527,17 +544,16 @@ class SGDLearner(LearnerHooks):
                 cfg.threads,
             )
         except IndexError:
-            raise IndexError(
-                f"a feature id of the chunk is negative or not allocated (the parameters hold "
-                f"{p.n_features} features): the chunk is corrupt or was built for another model"
-            ) from None
+            raise unallocated_id_error(p.n_features) from None
         if bad >= 0:
             self.t += int(bad)
-            raise DivergenceError(
-                f"training diverged at case {self.t + 1} (row {int(order[bad]) + 1} of the current "
-                f"chunk): the prediction became non-finite. The learning rate is too large for this "
-                f"data: try a smaller learner.learning_rate (now {cfg.learning_rate:g}), AdaGrad, or "
-                f"scaling large feature values."
+            raise divergence_error(
+                self.t + 1,
+                int(order[bad]) + 1,
+                "the prediction",
+                "The learning rate is too large for this data: try a smaller "
+                f"learner.learning_rate (now {cfg.learning_rate:g}), AdaGrad, or scaling large "
+                "feature values.",
             )
         self.t += n
         if not np.isfinite(p.w0[0]):

@@ -50,7 +50,13 @@ from streamfm.learners import losses, steps
 from streamfm.learners.params import FMParams
 from streamfm.learners.sampling import slot_key, splitmix64
 from streamfm.learners.scoring import score_row
-from streamfm.learners.sgd import LOSS_OF_TASK, SGDLearner, Task
+from streamfm.learners.sgd import (
+    LOSS_OF_TASK,
+    SGDLearner,
+    Task,
+    divergence_error,
+    unallocated_id_error,
+)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -429,16 +435,15 @@ class SGDALearner(SGDLearner):
                 counters,
             )
         except IndexError:
-            raise IndexError(
-                f"a feature id of the chunk is negative or not allocated (the parameters hold "
-                f"{nf} features): the chunk is corrupt or was built for another model"
-            ) from None
+            raise unallocated_id_error(nf) from None
         if bad >= 0:
             self.t += int(bad)
-            raise DivergenceError(
-                f"training diverged at case {self.t + 1} (row {int(order[bad]) + 1} of the current "
-                f"chunk): the prediction became non-finite. Try a smaller learner.learning_rate "
-                f"(now {cfg.learning_rate:g}) or scaling large feature values."
+            raise divergence_error(
+                self.t + 1,
+                int(order[bad]) + 1,
+                "the prediction",
+                f"Try a smaller learner.learning_rate (now {cfg.learning_rate:g}) or scaling large "
+                "feature values.",
             )
         self.t += n
         self.n_held_out, self.reg_steps = int(counters[0]), int(counters[1])
