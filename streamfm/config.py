@@ -123,9 +123,9 @@ class SourceConfig(StrictModel):
         2,
         ge=0,
         le=64,
-        description="batches read, parsed and built in a background thread ahead of the learner "
-        "(0: off; off anyway with follow, standard input and validation.every_rows); the model "
-        "is the same either way",
+        description="training source: batches read, parsed and built in a background thread "
+        "ahead of the learner (0: off; off anyway with follow, standard input and "
+        "validation.every_rows); the model is the same either way (a validation source ignores it)",
     )
     on_bad_rows: Literal["fail", "skip", "quarantine"] = Field(
         "fail",
