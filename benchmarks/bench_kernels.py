@@ -304,6 +304,8 @@ def side_by_side(args: argparse.Namespace) -> list[str]:
         n_rows = NNZ_PER_CHUNK // int(nnz)
         # A kernel the baseline lacks (weighted) is compared with the baseline's unweighted one.
         old = best["baseline"].get(key, best["baseline"].get(key.removesuffix("+w")))
+        if old is None:  # a kernel the baseline has no counterpart of (fixed-width rows)
+            continue
         line = (
             f"| {nnz} | {k} | {name} | {n_rows:,} | {n_rows / old / 1e6:.1f} | "
             f"{n_rows / now / 1e6:.1f} | {old / now:.3f} |"

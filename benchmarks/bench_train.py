@@ -155,7 +155,9 @@ def run_cli(
         # a baseline, overwrote without being asked and has no such option).
         cmd = [str(streamfm_exe()), "train", str(spec), "-q", "--overwrite"]
     else:
-        cmd = [str(streamfm_exe().parent / "python"), "-m", "streamfm.cli", "train", str(spec)]
+        # -P: the working directory (this checkout) must not come before PYTHONPATH.
+        cmd = [str(streamfm_exe().parent / "python"), "-P", "-m", "streamfm.cli", "train"]
+        cmd.append(str(spec))
         cmd.append("-q")
         env = {**os.environ, "PYTHONPATH": str(root)}
     for s in sets:
