@@ -158,6 +158,8 @@ def run_cli(
         # -P: the working directory (this checkout) must not come before PYTHONPATH.
         cmd = [str(streamfm_exe().parent / "python"), "-P", "-m", "streamfm.cli", "train"]
         cmd.append(str(spec))
+        if Path(root).resolve() == ROOT.resolve():
+            cmd.append("--overwrite")
         cmd.append("-q")
         env = {**os.environ, "PYTHONPATH": str(root)}
     for s in sets:
