@@ -92,9 +92,8 @@ class Trainer:
         self._prefetch_depth = self._prefetch_depth_of(spec)
         self._prefetcher: Prefetcher | None = None
         self._paused = False
-        # Feature-space size after the latest chunk handed to the learner (None: sequential
-        # reading, the space is where the learner is).
-        self._ids_read: int | None = None
+        # Reading ahead: (first id, groups) of the ids each chunk handed to the learner since
+        # its last sync allocated, as the reading thread sent them.
         self._groups_read: list[tuple[int, np.ndarray]] = []
         self._stop = threading.Event()
         self._start = 0.0
@@ -393,28 +392,26 @@ class Trainer:
         """`_read` running up to source.prefetch batches ahead in a background thread (pyarrow
         and the numba builders release the GIL): the same chunks in the same order. Chunks read
         ahead by an interrupted run (checkpoint part `read_ahead`) come first."""
-        for chunk, y, n_ids, *_ in self.read_ahead.take():
-            self._ids_read = n_ids  # (a resumed run's parameters already hold these ids)
-            yield chunk, y
+        for chunk, y, *_ in self.read_ahead.take():
+            yield chunk, y  # (a resumed run's parameters already hold their ids)
         # Ids the space holds already (reserved blocks, earlier epochs): synced here, before the
         # reading thread starts; it sends the groups of the ids it allocates.
         self.model.sync_features()
         self._prefetcher = Prefetcher(self._built_ahead(), self._prefetch_depth)
-        for chunk, y, n_ids, start, groups in self._prefetcher:
-            self._ids_read = n_ids
+        for chunk, y, start, groups in self._prefetcher:
             self._groups_read.append((start, groups))
             yield chunk, y
         self._stop_prefetch()
 
-    def _built_ahead(self) -> Iterator[tuple[CSRChunk, np.ndarray, int, int, np.ndarray]]:
-        """In the reading thread: each chunk with the feature-space size after it and the groups
-        of the ids it allocated (copied here: the learner's thread never reads the space's
-        arrays while this thread may grow them)."""
+    def _built_ahead(self) -> Iterator[tuple[CSRChunk, np.ndarray, int, np.ndarray]]:
+        """In the reading thread: each chunk with the first id it allocated and the groups of
+        the ids it allocated (copied here: the learner's thread never reads the space's arrays
+        while this thread may grow them)."""
         space = self.pipeline.space
         last = space.n_ids
         for chunk, y in self._read():
             n = space.n_ids
-            yield chunk, y, n, last, space.id_group[last:n].copy()
+            yield chunk, y, last, space.id_group[last:n].copy()
             last = n
 
     def _stop_prefetch(self) -> None:
@@ -434,17 +431,16 @@ class Trainer:
         """Make room in the parameters for ids the feature space allocated since the last chunk
         (reading ahead: up to the last chunk handed to the learner, with the groups the reading
         thread sent along)."""
-        if self._ids_read is None:
+        if self._prefetcher is None:  # no thread grows the space: read it
+            self._groups_read.clear()
             self.model.sync_features()
             return
         params = self.learner.params
-        seen, n = params.n_features, self._ids_read
-        if n > seen:
-            params.ensure_features(n)
-            for start, groups in self._groups_read:
-                lo, hi = max(start, seen), min(start + len(groups), n)
-                if hi > lo:
-                    params.group[lo:hi] = groups[lo - start : hi - start]
+        for start, groups in self._groups_read:  # contiguous, from the last full sync on
+            seen, stop = params.n_features, start + len(groups)
+            if stop > seen:
+                params.ensure_features(stop)
+                params.group[seen:stop] = groups[seen - start :]
         self._groups_read.clear()
 
     def _learn(self, chunk: CSRChunk, y: np.ndarray) -> None:

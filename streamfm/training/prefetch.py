@@ -114,8 +114,8 @@ class Prefetcher:
 class ReadAhead:
     """The chunks read and built ahead of the learner and not learnt yet: a checkpoint part, so
     that a resumed run learns them first (the source positions and builder states in the same
-    checkpoint are those after them). Items are (chunk, y, n_ids, ...): n_ids is the size of
-    the feature space after the chunk was built (what follows it is the reader's business)."""
+    checkpoint are those after them). Items are (chunk, y, ...): what follows y is the reader's
+    business (the state keeps rows and targets)."""
 
     def __init__(self) -> None:
         self.items: list[tuple[Any, ...]] = []
@@ -125,8 +125,8 @@ class ReadAhead:
         return items
 
     def state_dict(self) -> dict[str, Any]:
-        """The rows (one CSR, chunk boundaries do not matter to a per-case learner), targets,
-        and the feature-space size after the last of them."""
+        """The rows (one CSR, chunk boundaries do not matter to a per-case learner) and their
+        targets."""
         if not self.items:
             return {"rows": 0}
         whole = concat([item[0] for item in self.items])
@@ -136,7 +136,6 @@ class ReadAhead:
             "indices": whole.indices,
             "values": whole.values,
             "y": np.concatenate([item[1] for item in self.items]),
-            "n_ids": int(self.items[-1][2]),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -146,4 +145,4 @@ class ReadAhead:
             y = np.asarray(state["y"], dtype=np.float64)
             if chunk.n_rows != int(state["rows"]) or y.shape != (chunk.n_rows,):
                 raise ValueError("the rows read ahead do not match their targets")
-            self.items = [(chunk, y, int(state["n_ids"]))]
+            self.items = [(chunk, y)]
