@@ -69,6 +69,17 @@ def adagrad_0_1_logistic_fixed(rows, y, order, params, state, regs, rate, target
     )  # fmt: skip
 
 
+def assert_same_model_output(got: np.ndarray, want: np.ndarray, name: str) -> None:
+    """Parameters (w0, w, V) bit for bit; predictions (float64) within 2 units in the last place.
+    A probability goes through libm's exp, whose last bit can differ between machines (glibc
+    picks its variant by CPU): on one machine 3 of 200 classification predictions of the same
+    bit-identical model differed from the fixture's by 1 ulp."""
+    if name.endswith("/predictions"):
+        np.testing.assert_array_max_ulp(got, want, maxulp=2)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
 @pytest.fixture(scope="module")
 def release():
     return dict(np.load(FIXTURES / "release_0_1.npz"))
@@ -98,14 +109,14 @@ def test_sgd_models_are_bit_identical_to_0_1(release, today):
     names = [k for k in release if "adagrad" not in k]
     assert len(names) == 11
     for name in names:
-        np.testing.assert_array_equal(today[name], release[name], err_msg=name)
+        assert_same_model_output(today[name], release[name], name)
 
 
 def test_adagrad_models_are_bit_identical_with_the_0_1_rounding_rule(release, with_0_1_rounding):
     names = [k for k in release if "adagrad" in k]
     assert len(names) == 11
     for name in names:
-        np.testing.assert_array_equal(with_0_1_rounding[name], release[name], err_msg=name)
+        assert_same_model_output(with_0_1_rounding[name], release[name], name)
 
 
 def test_adagrad_models_differ_from_0_1_by_rounding_only(release, today):
