@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.special import expit
 
+from streamfm.numpy_arrow import to_numpy
+
 __all__ = ["make_event_log", "make_planted_fm", "write_event_log"]
 
 TASKS = ("regression", "classification")
@@ -284,7 +286,7 @@ def write_event_log(
     cut = int(round(n * (1.0 - test_fraction)))
     if 0 < cut < n:
         # Move the cut back to the start of its second: no timestamp is on both sides.
-        ts = events.column("timestamp").to_numpy()
+        ts = to_numpy(events.column("timestamp"))
         cut = int(np.searchsorted(ts, ts[cut], side="left"))
 
     out = Path(out_dir)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from streamfm.errors import SpecError
+from streamfm.numpy_arrow import to_numpy
 from streamfm.store.models import load_model, read_model_file
 
 NAME_WIDTH = 48
@@ -93,7 +94,7 @@ def _groups(pipeline, p, top: int, wanted: list[str] | None) -> list[dict[str, A
     for g, (name, table) in enumerate(tables):
         if wanted and name not in wanted:
             continue
-        ids = table.column("id").to_numpy()
+        ids = to_numpy(table.column("id"))
         w = p.w[ids].astype(np.float64)
         v = np.linalg.norm(p.V[ids].astype(np.float64), axis=1) if len(ids) else np.zeros(0)
         feature_names = table.column("name").to_pylist()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from streamfm.config import SourceConfig
 from streamfm.errors import SpecError
+from streamfm.numpy_arrow import from_numpy
 from streamfm.store.archive import write_atomic
 
 
@@ -28,7 +30,7 @@ def write_predictions(model, source: SourceConfig, output: Path | str, keep: lis
         writer = None
         for kept, pred in model.predict_source(source, keep):
             cols = {name: kept.column(name) for name in keep} if keep else {}
-            table = pa.table({**cols, "prediction": pa.array(pred, type=pa.float64())})
+            table = pa.table({**cols, "prediction": from_numpy(np.asarray(pred, dtype=np.float64))})
             if writer is None:
                 writer = (
                     pacsv.CSVWriter(f, table.schema)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamfm.errors import DataError, SpecError
+from streamfm.numpy_arrow import from_numpy, to_numpy
 
 
 def check_ranking(model, where: str = "the model") -> None:
@@ -74,8 +75,8 @@ class Recommender:
             it = key_values(self.item_builder, batch)
             codes, uniques = _codes(it)
             idx = np.array([where.get(v, -1) for v in uniques] + [-1], dtype=np.int64)[codes]
-            ok = (idx >= 0) & u.is_valid().to_numpy(zero_copy_only=False)
-            users.append(u.filter(pa.array(ok)))
+            ok = (idx >= 0) & to_numpy(u.is_valid())
+            users.append(u.filter(from_numpy(ok)))
             items.append(idx[ok])
         if not users:
             self._seen = (pa.array([], pa.string()), np.zeros(1, np.int64), np.zeros(0, np.int64))
@@ -83,7 +84,7 @@ class Recommender:
         u = pa.concat_arrays([a.cast(pa.string()) for a in users])
         it = np.concatenate(items)
         enc = pc.dictionary_encode(u)
-        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        codes = to_numpy(enc.indices).astype(np.int64)
         order = np.argsort(codes, kind="stable")
         ptr = np.zeros(len(enc.dictionary) + 1, dtype=np.int64)
         ptr[1:] = np.cumsum(np.bincount(codes, minlength=len(enc.dictionary)))
@@ -97,7 +98,7 @@ class Recommender:
 
         users, ptr, items = self._seen
         at = pc.index_in(key_values(self.user_builder, batch).cast(pa.string()), value_set=users)
-        at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        at = to_numpy(pc.fill_null(at, -1)).astype(np.int64)
         counts = np.where(at >= 0, ptr[at + 1] - ptr[np.maximum(at, 0)], 0)
         out_ptr = np.zeros(len(at) + 1, dtype=np.int64)
         out_ptr[1:] = np.cumsum(counts)
@@ -142,7 +143,7 @@ class Recommender:
         ok = items >= 0
         rows = np.repeat(np.arange(batch.num_rows), ok.sum(axis=1))
         ranks = np.tile(np.arange(1, k + 1), batch.num_rows)[ok.reshape(-1)]
-        out = {c: batch.column(c).take(pa.array(rows)) for c in self.context_columns}
+        out = {c: batch.column(c).take(from_numpy(rows)) for c in self.context_columns}
         out["rank"] = pa.array(ranks, pa.int32())
         out["item"] = self.item_keys.take(pa.array(items[ok], pa.int64()))
         out["score"] = pa.array(scores[ok], pa.float64())

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamfm.errors import DataError, MissingInputError
+from streamfm.numpy_arrow import from_numpy, to_numpy
 from streamfm.text import NUMBER_PATTERN
 
 
@@ -40,11 +41,11 @@ def as_string_keys(col: pa.Array) -> pa.Array:
             ) from None
     if pa.types.is_floating(col.type):
         # 3.0 and 3 are the same category; keep non-integral values as they print.
-        values = col.to_numpy(zero_copy_only=False)
+        values = to_numpy(col)
         integral = np.isfinite(values) & (values == np.round(values))
-        as_int = pc.cast(pc.if_else(pa.array(integral), col, None), pa.int64(), safe=False)
+        as_int = pc.cast(pc.if_else(from_numpy(integral), col, None), pa.int64(), safe=False)
         return pc.if_else(
-            pa.array(integral), pc.cast(as_int, pa.string()), pc.cast(col, pa.string())
+            from_numpy(integral), pc.cast(as_int, pa.string()), pc.cast(col, pa.string())
         )
     return pc.cast(col, pa.string())
 
@@ -77,22 +78,22 @@ def as_float(col: pa.Array, name: str, builder: str) -> np.ndarray:
             )
     if col.null_count:
         col = pc.fill_null(pc.cast(col, pa.float64()), float("nan"))
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(to_numpy(col), dtype=np.float64)
 
 
 def flatten_list(col: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """(indptr int64, flat values) of a list column; null lists count as empty."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    offsets = col.offsets.to_numpy().astype(np.int64)
+    offsets = to_numpy(col.offsets).astype(np.int64)
     indptr = offsets - offsets[0]
     flat = col.values.slice(offsets[0], offsets[-1] - offsets[0])
     if col.null_count:
         # A null list may still own a range of values: drop them by rebuilding the offsets.
         lengths = np.diff(offsets)
-        lengths[~col.is_valid().to_numpy(zero_copy_only=False)] = 0
-        keep = np.repeat(col.is_valid().to_numpy(zero_copy_only=False), np.diff(offsets))
-        flat = flat.filter(pa.array(keep))
+        lengths[~to_numpy(col.is_valid())] = 0
+        keep = np.repeat(to_numpy(col.is_valid()), np.diff(offsets))
+        flat = flat.filter(from_numpy(keep))
         indptr = np.zeros(len(col) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
     return indptr, flat
@@ -104,7 +105,7 @@ def dictionary_codes(values: pa.Array) -> tuple[np.ndarray, list]:
     enc = pc.dictionary_encode(values)
     if isinstance(enc, pa.ChunkedArray):
         enc = enc.combine_chunks()
-    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = to_numpy(pc.fill_null(enc.indices, -1)).astype(np.int64)
     return codes, enc.dictionary.to_pylist()
 
 
@@ -120,7 +121,7 @@ def ragged_block_parts(
     if len(keys):
         row_of = np.repeat(np.arange(n_rows), counts)
         enc = pc.dictionary_encode(keys)
-        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        codes = to_numpy(enc.indices).astype(np.int64)
         pair = row_of * (len(enc.dictionary) + 1) + codes
         _, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
         if len(first) < len(pair):
@@ -134,7 +135,7 @@ def ragged_block_parts(
                 else np.bincount(rank[inverse.ravel()], weights=w, minlength=len(order))
             )
             kept = first[order]
-            keys = keys.take(pa.array(kept))
+            keys = keys.take(from_numpy(kept))
             counts = np.bincount(row_of[kept], minlength=n_rows)
             indptr = np.zeros(n_rows + 1, dtype=np.int64)
             np.cumsum(counts, out=indptr[1:])

@@ -17,6 +17,7 @@ from streamfm.config import MAX_SEED
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 from streamfm.features.keyindex import key_hashes
+from streamfm.numpy_arrow import to_numpy
 from streamfm.rng import splitmix64
 
 MISSING_KEY = "\x00missing"
@@ -66,7 +67,7 @@ class CategoricalBuilder(FeatureBuilder):
         keys = self.keys(batch)
         if self.params.missing == "category":
             keys = pc.fill_null(keys, MISSING_KEY)
-        present = keys.is_valid().to_numpy(zero_copy_only=False)
+        present = to_numpy(keys.is_valid())
         keys = keys.drop_null() if keys.null_count else keys
         values = np.full(len(present), self.params.value, dtype=np.float32)
         if self.params.hash_bits is None:

@@ -35,6 +35,7 @@ from streamfm.features.arrow import (
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 from streamfm.features.keyindex import KeyIndex
 from streamfm.growth import grow_attribute
+from streamfm.numpy_arrow import from_numpy
 
 
 class ImplicitParams(BuilderParams):
@@ -313,7 +314,7 @@ class ImplicitBuilder(FeatureBuilder):
 
     def _block(self, indptr: np.ndarray, items: np.ndarray) -> Block:
         indptr, keys, values = ragged_block_parts(
-            indptr, pa.array(items), None, self.params.normalize
+            indptr, from_numpy(items), None, self.params.normalize
         )
         return Block(indptr, values, keys=keys)
 
@@ -340,7 +341,7 @@ class ImplicitBuilder(FeatureBuilder):
             items = column(batch, items_col, self.name)
             if pa.types.is_list(items.type) or pa.types.is_large_list(items.type):
                 indptr, flat = flatten_list(items)
-                keys = keys.take(pa.array(np.repeat(np.arange(len(keys)), np.diff(indptr))))
+                keys = keys.take(from_numpy(np.repeat(np.arange(len(keys)), np.diff(indptr))))
                 items = flat
             key_parts.append(keys)
             item_parts.append(as_string_keys(items))

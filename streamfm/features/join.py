@@ -36,6 +36,7 @@ from streamfm.errors import DataError
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
 from streamfm.features.implicit import Vocabulary
+from streamfm.numpy_arrow import from_numpy
 
 
 class JoinParams(BuilderParams):
@@ -82,7 +83,7 @@ class JoinBuilder(FeatureBuilder):
             as_string_keys(column(batch, self.params.key, self.name)), grow=False
         )
         indptr, src = gather(t_indptr, rows)
-        return Block(indptr, t_values[src], keys=pa.array(t_ids[src].astype(np.int64)))
+        return Block(indptr, t_values[src], keys=from_numpy(t_ids[src].astype(np.int64)))
 
     def _load_table(self) -> None:
         from streamfm.csr import concat

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from streamfm.growth import grow_attribute
+from streamfm.numpy_arrow import from_numpy, to_numpy
 
 _EMPTY = -1
 _INT_DOMAIN = np.uint64(0x2545F4914F6CDD1D)
@@ -143,20 +144,16 @@ def _distinct_new(h1, h2, found):
 def key_hashes(keys: pa.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(h1, h2, valid) of every key: strings by their UTF-8 bytes, integers by value."""
     if isinstance(keys, np.ndarray):
-        keys = pa.array(keys)
+        keys = from_numpy(keys)
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
     n = len(keys)
     h1 = np.empty(n, dtype=np.uint64)
     h2 = np.empty(n, dtype=np.uint64)
-    valid = (
-        np.ones(n, dtype=bool)
-        if keys.null_count == 0
-        else keys.is_valid().to_numpy(zero_copy_only=False)
-    )
+    valid = np.ones(n, dtype=bool) if keys.null_count == 0 else to_numpy(keys.is_valid())
     t = keys.type
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        values = pc.fill_null(pc.cast(keys, pa.int64()), 0).to_numpy(zero_copy_only=False)
+        values = to_numpy(pc.fill_null(pc.cast(keys, pa.int64()), 0))
         _hash_ints(values, h1, h2)
     elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
         _validity, offsets_buf, data_buf = keys.buffers()
@@ -182,7 +179,7 @@ def _probe_parts(keys: pa.Array) -> tuple[str, np.ndarray, np.ndarray | None]:
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
         return (
             "int",
-            pc.fill_null(pc.cast(keys, pa.int64()), 0).to_numpy(zero_copy_only=False),
+            to_numpy(pc.fill_null(pc.cast(keys, pa.int64()), 0)),
             None,
         )
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)):
@@ -262,7 +259,7 @@ class KeyIndex:
         """The keys as an Arrow array (int64, or large_string over the index's own bytes)."""
         n = self._n
         if self.key_type == "int":
-            return pa.array(self._values[:n])
+            return from_numpy(self._values[:n])
         if self.key_type is None:
             return pa.array([], pa.string())
         return pa.Array.from_buffers(
@@ -285,7 +282,7 @@ class KeyIndex:
     def lookup(self, keys: pa.Array | np.ndarray) -> Lookup:
         """Look every key up (see Lookup)."""
         if isinstance(keys, np.ndarray):
-            keys = pa.array(keys)
+            keys = from_numpy(keys)
         if isinstance(keys, pa.ChunkedArray):
             keys = keys.combine_chunks()
         h1, h2, valid = key_hashes(keys)
@@ -310,10 +307,10 @@ class KeyIndex:
             if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
                 raise ValueError("key ids must lie in [0, 2**31)")
             if isinstance(keys, np.ndarray):
-                keys = pa.array(keys)
+                keys = from_numpy(keys)
             if isinstance(keys, pa.ChunkedArray):
                 keys = keys.combine_chunks()
-            self._append(keys.take(pa.array(rows)), found.h1[rows], ids)
+            self._append(keys.take(from_numpy(rows)), found.h1[rows], ids)
         out = found.ids.copy()
         miss = found.label >= 0
         out[miss] = ids[found.label[miss]]
@@ -382,7 +379,7 @@ class KeyIndex:
         keys) with their `ids` (default: 0, 1, ...); ValueError when they do not fit together
         (ids and keys of other lengths, a key twice or missing, text that is not UTF-8)."""
         if isinstance(state, dict) and state.get("type") == "int":
-            keys: pa.Array = pa.array(np.asarray(state["values"]).astype(np.int64, copy=False))
+            keys: pa.Array = from_numpy(np.asarray(state["values"]).astype(np.int64, copy=False))
         elif isinstance(state, dict) and state.get("type") == "str":
             offsets = np.asarray(state["offsets"])
             data = np.asarray(state["bytes"])
@@ -409,7 +406,7 @@ class KeyIndex:
         else:
             raw = state.tolist() if isinstance(state, np.ndarray) else list(state)
             try:
-                keys = pa.array(raw) if raw else pa.array([], pa.string())
+                keys = from_numpy(raw) if raw else pa.array([], pa.string())
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise ValueError(f"keys of mixed or unknown types ({exc})") from None
         n = len(keys)

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from streamfm.features.arrow import column, flatten_list
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
+from streamfm.numpy_arrow import to_numpy
 
 
 class LibFMParams(BuilderParams):
@@ -31,5 +32,5 @@ class LibFMBuilder(FeatureBuilder):
         vptr, val = flatten_list(column(batch, self.params.value_column, self.name))
         if not np.array_equal(indptr, vptr):
             raise ValueError(f"builder '{self.name}': index and value lists differ in length")
-        values = np.asarray(val.to_numpy(zero_copy_only=False), dtype=np.float32)
+        values = np.asarray(to_numpy(val), dtype=np.float32)
         return Block(indptr, values, keys=idx)

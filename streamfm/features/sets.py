@@ -22,6 +22,7 @@ from streamfm.features.arrow import (
     ragged_block_parts,
 )
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
+from streamfm.numpy_arrow import from_numpy, to_numpy
 
 
 class SetParams(BuilderParams):
@@ -63,9 +64,9 @@ class SetBuilder(FeatureBuilder):
         keep = keys.is_valid()
         if pa.types.is_string(keys.type):
             keep = pc.and_(keep, pc.not_equal(keys, ""))
-        keep_np = np.asarray(pc.fill_null(keep, False).to_numpy(zero_copy_only=False), dtype=bool)
+        keep_np = np.asarray(to_numpy(pc.fill_null(keep, False)), dtype=bool)
         if not keep_np.all():
-            keys = keys.filter(pa.array(keep_np))
+            keys = keys.filter(from_numpy(keep_np))
             weights = None if weights is None else weights[keep_np]
             counts = _row_counts(indptr, keep_np)
             indptr = np.zeros(len(indptr), dtype=np.int64)
@@ -77,7 +78,7 @@ class SetBuilder(FeatureBuilder):
 def _as_single(col: pa.Array) -> pa.Array:
     """A scalar column as one-element lists (null stays an empty row)."""
     offsets = np.arange(len(col) + 1, dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), col)
+    return pa.ListArray.from_arrays(from_numpy(offsets), col)
 
 
 def _row_counts(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:

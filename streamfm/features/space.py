@@ -17,6 +17,7 @@ from streamfm.errors import DataError
 from streamfm.features.base import Block
 from streamfm.features.keyindex import KeyIndex
 from streamfm.growth import grow_attribute
+from streamfm.numpy_arrow import from_numpy
 
 # Id given to keys never seen in training when predicting: UNSEEN_ID - g for a key of group g.
 # The prediction kernels ignore ids at or beyond the number of seen features, so such non-zeros
@@ -101,7 +102,7 @@ class FeatureSpace:
 
     def _lookup(self, keys, g: int):
         """Ids of known keys (-1 for new ones) and, if any are new, what allocating them needs."""
-        arr = keys if isinstance(keys, pa.Array) else pa.array(keys)
+        arr = keys if isinstance(keys, pa.Array) else from_numpy(keys)
         if arr.null_count:
             raise ValueError(f"builder {self.groups[g]!r} emitted null keys")
         found = self._index[g].lookup(arr)

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 from streamfm.errors import DataError
 from streamfm.features.arrow import as_string_keys, column
 from streamfm.features.base import Block, BuilderParams, FeatureBuilder
+from streamfm.numpy_arrow import from_numpy, to_numpy
 
 _SCALE = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 # Integer keys: encoding number in the high bits, value (shifted to be non-negative) below.
@@ -71,13 +72,9 @@ class TimeBuilder(FeatureBuilder):
                 if pa.types.is_timestamp(t) and t.tz is not None:
                     col = pc.cast(col, pa.timestamp(t.unit))
                 secs = pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
-                values = pc.fill_null(pc.cast(secs, pa.float64()), np.nan).to_numpy(
-                    zero_copy_only=False
-                )
+                values = to_numpy(pc.fill_null(pc.cast(secs, pa.float64()), np.nan))
             elif pa.types.is_integer(t) or pa.types.is_floating(t):
-                values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(
-                    zero_copy_only=False
-                )
+                values = to_numpy(pc.fill_null(pc.cast(col, pa.float64()), np.nan))
                 values = values / _SCALE[p.unit]
             else:
                 raise DataError(
@@ -121,18 +118,20 @@ class TimeBuilder(FeatureBuilder):
         if p.cross:
             cols = [as_string_keys(column(batch, c, self.name)) for c in p.cross]
             cross = pc.binary_join_element_wise(*cols, "|") if len(cols) > 1 else cols[0]
-            cross_ok = cross.is_valid().to_numpy(zero_copy_only=False)
+            cross_ok = to_numpy(cross.is_valid())
         rows = present & cross_ok
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.where(rows, e, 0), out=indptr[1:])
         flat = codes[rows].ravel()
         if not p.cross:
-            keys = pa.array(flat)
+            keys = from_numpy(flat)
         else:
             # Key "<cross value>|<encoding code>": one string per non-zero.
-            cross_rows = cross.filter(pa.array(rows))
-            repeated = cross_rows.take(pa.array(np.repeat(np.arange(len(cross_rows)), e)))
-            keys = pc.binary_join_element_wise(repeated, pc.cast(pa.array(flat), pa.string()), "|")
+            cross_rows = cross.filter(from_numpy(rows))
+            repeated = cross_rows.take(from_numpy(np.repeat(np.arange(len(cross_rows)), e)))
+            keys = pc.binary_join_element_wise(
+                repeated, pc.cast(from_numpy(flat), pa.string()), "|"
+            )
         return Block(indptr, np.ones(len(flat), dtype=np.float32), keys=keys)
 
     def key_name(self, key: Any) -> str:

@@ -16,6 +16,7 @@ import pyarrow as pa
 from numba import njit
 
 from streamfm.errors import DataError
+from streamfm.numpy_arrow import from_numpy
 from streamfm.sources._io import LongLine, count_newlines, line_blocks, open_stream, skip_bytes
 from streamfm.sources.base import Piece, Reader, check_columns
 
@@ -365,12 +366,12 @@ def _explain(code: int, token: bytes) -> str:
 
 
 def _batch(labels, qids, indptr, idx, val, columns: list[str] | None) -> pa.RecordBatch:
-    offsets = pa.array(indptr)  # zero-copy views of the numpy buffers
+    offsets = from_numpy(indptr)  # zero-copy views of the numpy buffers
     arrays = {
-        "label": lambda: pa.array(labels),
-        "idx": lambda: pa.ListArray.from_arrays(offsets, pa.array(idx)),
-        "val": lambda: pa.ListArray.from_arrays(offsets, pa.array(val)),
-        "qid": lambda: pa.array(qids),
+        "label": lambda: from_numpy(labels),
+        "idx": lambda: pa.ListArray.from_arrays(offsets, from_numpy(idx)),
+        "val": lambda: pa.ListArray.from_arrays(offsets, from_numpy(val)),
+        "qid": lambda: from_numpy(qids),
     }
     names = columns or SCHEMA.names
     return pa.RecordBatch.from_arrays(

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamfm.errors import DataError, OutputError
+from streamfm.numpy_arrow import from_numpy
 
 
 class BadRows:
@@ -56,7 +57,7 @@ class BadRows:
                 exc.batch_index = i  # rows of the batch before the bad one are good
                 raise
         records = (
-            batch.filter(pa.array(mask)).to_pylist()
+            batch.filter(from_numpy(mask)).to_pylist()
             if self.policy == "quarantine"
             else [None] * len(where)
         )

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from streamfm.errors import SpecError
 from streamfm.features.arrow import as_string_keys, column, dictionary_codes
 from streamfm.features.pipeline import FeaturePipeline
+from streamfm.numpy_arrow import from_numpy
 from streamfm.spec import Spec
 from streamfm.training.targets import target_values
 
@@ -105,7 +106,7 @@ class LeaveLastOut:
                             last = np.concatenate([last, np.zeros(len(last), dtype=np.int64)])
                     batch_slots[j] = s
                     last[s] = base + r
-                pending.append(pa.Table.from_batches([batch.take(pa.array(where))]))
+                pending.append(pa.Table.from_batches([batch.take(from_numpy(where))]))
                 pending_rows.append(base + where)
                 pending_slots.append(batch_slots)
                 n_pending += len(where)
@@ -128,7 +129,7 @@ class LeaveLastOut:
         r = np.concatenate(rows)
         s = np.concatenate(slots)
         keep = np.flatnonzero(last[s] == r)  # rows are in increasing order already
-        return [t.take(pa.array(keep))], [r[keep]], [s[keep]]
+        return [t.take(from_numpy(keep))], [r[keep]], [s[keep]]
 
     # ------------------------------------------------------------------ the training pass
     def take(
@@ -148,7 +149,7 @@ class LeaveLastOut:
         keep = np.ones(n, dtype=bool)
         keep[held] = False
         kept = np.flatnonzero(keep)
-        return batch.filter(pa.array(keep)), lambda idx: lines(kept[np.asarray(idx)])
+        return batch.filter(from_numpy(keep)), lambda idx: lines(kept[np.asarray(idx)])
 
     def state_position(self) -> tuple[int, int]:
         """(epoch, rows read in it): what `take` advances."""

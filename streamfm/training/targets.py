@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from streamfm.errors import DataError, MissingInputError, SpecError
 from streamfm.features.arrow import as_float, as_string_keys, dictionary_codes
 from streamfm.features.pipeline import FeaturePipeline
+from streamfm.numpy_arrow import from_numpy, to_numpy
 from streamfm.spec import TargetConfig
 from streamfm.text import number_or_nan
 
@@ -51,11 +52,11 @@ def target_values(
         col = col.dictionary_decode()
     if task == "classification" and target.positive is not None:
         keys = as_string_keys(col)
-        bad = ~keys.is_valid().to_numpy(zero_copy_only=False)
+        bad = ~to_numpy(keys.is_valid())
         positive = pa.array(
             [str(v).lower() if isinstance(v, bool) else str(v) for v in target.positive]
         )
-        y = pc.fill_null(pc.is_in(keys, value_set=positive), False).to_numpy(zero_copy_only=False)
+        y = to_numpy(pc.fill_null(pc.is_in(keys, value_set=positive), False))
         return y.astype(np.float64), bad, "the target is missing"
     try:
         y = as_float(col, target.column, "target")
@@ -125,7 +126,7 @@ def clean_batch(
         return batch, y
     bad_rows.from_batch(batch, bad, list(reasons[bad]), list(columns[bad]), path, lines)
     keep = ~bad
-    return batch.filter(pa.array(keep)), y[keep]
+    return batch.filter(from_numpy(keep)), y[keep]
 
 
 def numeric_columns(pipeline: FeaturePipeline, target: TargetConfig, task: str) -> dict:
