@@ -342,6 +342,11 @@ def side_by_side(args: argparse.Namespace, folder: Path, runs: Path) -> None:
     """Every case with this checkout and with --baseline, alternating, medians of --repeats;
     writes the `train-baseline` section."""
     roots = {"baseline": args.baseline.resolve(), "now": ROOT}
+    for root in roots.values():  # as a pip install leaves them (this machine may set
+        # PYTHONDONTWRITEBYTECODE: each process would compile the trees' sources again)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(root / "streamfm")], check=True
+        )
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for case in CASES:  # warm-up of both
         for root in roots.values():
@@ -367,7 +372,8 @@ def side_by_side(args: argparse.Namespace, folder: Path, runs: Path) -> None:
         f"Machine: {machine()}",
         "",
         "Whole process, `python -m streamfm.cli train SPEC -q` of each checkout (the baseline "
-        "by `--baseline`, on its PYTHONPATH), the same specs and files as the `train-planted` "
+        "by `--baseline`, on its PYTHONPATH; both trees byte-compiled first, as a pip install "
+        "leaves them), the same specs and files as the `train-planted` "
         f"section; one warm-up run each, then {args.repeats} rounds visiting every case with both "
         "in turns; medians. Ratios < 1: this version is faster.",
         "",
