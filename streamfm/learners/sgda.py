@@ -45,7 +45,7 @@ from numba import njit
 
 from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk, concat, take_rows
-from streamfm.errors import DivergenceError
+from streamfm.errors import DivergenceError, SpecError
 from streamfm.learners import losses, steps
 from streamfm.learners.params import FMParams
 from streamfm.learners.sampling import slot_key, splitmix64
@@ -384,10 +384,20 @@ class SGDALearner(SGDLearner):
             grad_V[:old] = self.grad_V
             self.grad_w, self.grad_V = grad_w, grad_V
 
-    def learn(self, chunk: CSRChunk, y: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    def learn(
+        self,
+        chunk: CSRChunk,
+        y: np.ndarray,
+        order: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """One pass over the chunk's rows (in `order`, default as given): parameter steps on
         training cases, λ steps on held-out rows; returns the predictions made before each
-        case's update (held-out cases too)."""
+        case's update (held-out cases too). `weights`: None only (SGDA has no case weights)."""
+        if weights is not None:
+            raise SpecError(
+                "method sgda does not weight cases (sample_weight): use sgd or adagrad for that"
+            )
         n = chunk.n_rows
         y = np.ascontiguousarray(y, dtype=np.float64)
         if order is None:
