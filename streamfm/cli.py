@@ -141,6 +141,8 @@ def train(
         f"{s['rows_per_second'] or 0:,.0f} rows/s; {s['features']:,} features"
         + (
             f"; {s['threads']} Hogwild threads (not bit for bit reproducible)"
+            if not s.get("reproducible", True)
+            else f"; {s['threads']} threads"
             if s.get("threads", 1) > 1
             else ""
         )

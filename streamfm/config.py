@@ -296,10 +296,11 @@ class LearnerConfig(StrictModel):
         1,
         ge=1,
         le=256,
-        description="sgd, adagrad: threads learning each chunk side by side, Hogwild (each a "
-        "contiguous slice of the chunk's cases, updating the shared w and V without locks). 1: "
-        "the exact, reproducible default; > 1: faster on several cores, but results are not bit "
-        "for bit reproducible from run to run",
+        description="threads learning side by side. sgd, adagrad: Hogwild (each a contiguous "
+        "slice of the chunk's cases, updating the shared w and V without locks): faster on "
+        "several cores, but results are not bit for bit reproducible from run to run (1: the "
+        "exact default). als, mcmc: each sweep's features in waves that share no row, a wave's "
+        "features on the threads: the same model bit for bit as 1 thread",
     )
     mcmc: McmcConfig = Field(default_factory=McmcConfig)
     sgda: SgdaConfig = Field(default_factory=SgdaConfig)
@@ -326,9 +327,9 @@ class LearnerConfig(StrictModel):
     def _schedule_params(self) -> LearnerConfig:
         if self.schedule == "invscaling" and self.decay == 0.0:
             raise ValueError("schedule 'invscaling' needs decay > 0")
-        if self.threads > 1 and self.method not in ("sgd", "adagrad"):
+        if self.threads > 1 and self.method not in ("sgd", "adagrad", "als", "mcmc"):
             raise ValueError(
-                f"threads > 1 (Hogwild) is for methods sgd and adagrad, not {self.method!r}: "
+                f"threads > 1 is for methods sgd, adagrad, als and mcmc, not {self.method!r}: "
                 "set threads to 1"
             )
         return self
@@ -363,9 +364,9 @@ class EstimatorConfig(ModelConfig, LearnerConfig):
     n_jobs: int | None = Field(
         None,
         description="threads (None: 1, -1: one per core). FMClassifier with 3+ classes: "
-        "the one-vs-rest models learn side by side; one model (regression, two classes) with "
-        "sgd / adagrad: learner.threads, Hogwild — faster, but not bit for bit reproducible "
-        "when > 1",
+        "the one-vs-rest models learn side by side; one model (regression, two classes): "
+        "learner.threads (sgd / adagrad: Hogwild, faster but not bit for bit reproducible when "
+        "> 1; als / mcmc: the same model as one thread)",
     )
 
     @field_validator("n_jobs")

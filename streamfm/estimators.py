@@ -212,9 +212,10 @@ class _FMBase(BaseEstimator):
 
     def _new_learners(self, n: int) -> list[Learner]:
         model, learner, groups = self._configs()
-        if n == 1 and learner.method in ("sgd", "adagrad"):
-            # One model (regression, two classes): n_jobs threads learn it, Hogwild.
-            learner = learner.model_copy(update={"threads": _hogwild_threads(self.n_jobs)})
+        if n == 1 and learner.method in ("sgd", "adagrad", "als", "mcmc"):
+            # One model (regression, two classes): n_jobs threads learn it (sgd, adagrad:
+            # Hogwild; als, mcmc: the sweeps' waves, the same model as one thread).
+            learner = learner.model_copy(update={"threads": _model_threads(self.n_jobs)})
         return [make_learner(model, learner, self._task, groups) for _ in range(n)]
 
     def _groups_of(self, start: int, stop: int) -> np.ndarray:
@@ -639,9 +640,9 @@ class FMRegressor(RegressorMixin, _FMBase):
     predictions mapped back. Predictions are clipped to the [min, max] of the training targets
     (as libFM does) unless `clip_predictions=False`.
 
-    `n_jobs` > 1 (or -1: every core) with sgd / adagrad learns with that many Hogwild threads
-    (`learner.threads`): faster on several cores, but fits are then not bit for bit reproducible
-    (None or 1: exactly reproducible from `seed`).
+    `n_jobs` > 1 (or -1: every core) learns with that many threads (`learner.threads`): with
+    sgd / adagrad Hogwild, faster on several cores but then not bit for bit reproducible (None or
+    1: exactly reproducible from `seed`); with als / mcmc the same fit as one thread.
     """
 
     _task = "regression"
@@ -693,9 +694,9 @@ class FMClassifier(ClassifierMixin, _FMBase):
     """Factorization machine for classification (logistic loss; ALS and MCMC: probit): any two labels (numbers,
     strings, booleans; `classes_` sorted, the second is the positive class), or 3+ classes by
     one-vs-rest (one FM per class, trained side by side with `n_jobs` threads; probabilities
-    normalised to sum to 1, as scikit-learn's OneVsRestClassifier does). With two classes and
-    sgd / adagrad, `n_jobs` > 1 learns the one FM with that many Hogwild threads
-    (`learner.threads`): not bit for bit reproducible then, as FMRegressor."""
+    normalised to sum to 1, as scikit-learn's OneVsRestClassifier does). With two classes,
+    `n_jobs` > 1 learns the one FM with that many threads (`learner.threads`), as FMRegressor:
+    sgd / adagrad Hogwild, not bit for bit reproducible; als / mcmc the same fit."""
 
     _task = "classification"
 
@@ -908,8 +909,8 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) == len(b) and bool(np.all(a == b))
 
 
-def _hogwild_threads(n_jobs: int | None) -> int:
-    """learner.threads of a single sgd / adagrad model for `n_jobs` (None: 1; -1: every core)."""
+def _model_threads(n_jobs: int | None) -> int:
+    """learner.threads of a single model for `n_jobs` (None: 1; -1: every core)."""
     if n_jobs in (None, 1):
         return 1
     return max(1, min(256, (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)))

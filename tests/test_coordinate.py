@@ -214,6 +214,7 @@ def test_als_regularised_loss_never_increases(small):
         cd.coordinate_iteration(
             *arrays, y, *p2, group, alpha, w_mu, w_lambda, v_mu, v_lambda, lam0,
             np.array(cd.LIBFM_HYPER_PRIOR), cd.METHOD_ALS, TASK_REGRESSION, 0, it, e, q,
+            *cd.NO_SCHEDULE,
         )  # fmt: skip
     for got, want in zip(p2, (w0, w, V), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -411,6 +412,7 @@ def test_bad_ids_are_rejected(small, what):
         cd.coordinate_iteration(
             *bad, y, w0, w, V, group, *hyper, 0.0, np.array(cd.LIBFM_HYPER_PRIOR),
             cd.METHOD_MCMC, TASK_REGRESSION, 0, 0, np.empty(len(y)), np.empty(len(y)),
+            *cd.NO_SCHEDULE,
         )  # fmt: skip
     np.testing.assert_array_equal(V, params[2])  # checked before anything changes
 
@@ -517,3 +519,81 @@ def test_features_without_training_rows():
     mc = cd.fit_coordinate(X, y, method="mcmc", k=2, n_iter=3)
     assert np.isfinite(mc.V).all() and mc.w[7] != 0.0
     assert all(h["rejected"] == 0 for h in als.history + mc.history)
+
+
+# --- several threads: waves of features that share no row ---------------------------------------
+
+
+def mixed_design(seed=5, n=600):
+    """Rows with a user and an item (one-hot groups 0, 1), 0-3 tags (group 2, several per row,
+    real values) and a dense numeric feature (group 3): waves must handle more than one-hots.
+    Feature ids interleave the groups, as a stream allocates them."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items, n_tags = 40, 30, 12
+    rows, cols, vals = [], [], []
+    for r in range(n):
+        feats = {3 * rng.integers(n_users): 1.0, 3 * rng.integers(n_items) + 1: 1.0}
+        for t in rng.choice(n_tags, rng.integers(0, 4), replace=False):
+            feats[3 * t + 2] = rng.random() + 0.5
+        feats[3 * max(n_users, n_items) + 1] = rng.normal()
+        for c, v in feats.items():
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
+    p = 3 * max(n_users, n_items) + 3  # the last features: no training rows
+    X = sp.csr_matrix((vals, (rows, cols)), shape=(n, p))
+    groups = np.array([i % 3 for i in range(p)], dtype=np.int32)
+    groups[3 * max(n_users, n_items) + 1] = 3
+    y = X @ rng.normal(size=p) + rng.normal(0, 0.1, n)
+    return X, y, groups
+
+
+def test_sweep_schedule_waves_share_no_row_and_keep_dependencies():
+    X, _, _ = mixed_design()
+    indptr, indices, values, col_ptr, row_index, col_values = cd.design_arrays(X)
+    n, p = X.shape
+    level_ptr, features = cd.sweep_schedule(col_ptr, row_index, n, p + 4)  # 4 without columns
+    assert sorted(features) == list(range(p + 4))
+    wave = np.empty(p + 4, dtype=np.int64)
+    for w in range(len(level_ptr) - 1):
+        members = features[level_ptr[w] : level_ptr[w + 1]]
+        assert np.all(np.diff(members) > 0)  # feature order within a wave
+        wave[members] = w
+        rows = np.concatenate([row_index[col_ptr[i] : col_ptr[i + 1]] for i in members if i < p])
+        assert len(rows) == len(np.unique(rows)), f"wave {w}: two features share a row"
+    for r in range(n):  # every pair of features sharing a row: the earlier in an earlier wave
+        ids = np.sort(X.indices[X.indptr[r] : X.indptr[r + 1]])
+        assert np.all(np.diff(wave[ids]) > 0)
+    assert 1 < len(level_ptr) - 1 < p  # (a feature on every row makes this design wave-heavy)
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_threads_give_the_model_of_one_thread_bit_for_bit(method, task):
+    X, y, groups = mixed_design()
+    if task == "classification":
+        y = (y > np.median(y)).astype(np.float64)
+    kw = dict(method=method, task=task, k=3, n_iter=6, seed=4, groups=groups, X_test=X[:50])
+    kw["reg"] = (0.1, 0.5, 1.0)
+    one = cd.fit_coordinate(X, y, **kw)
+    two = cd.fit_coordinate(X, y, threads=2, **kw)
+    for name in ("w0", "w", "V", "alpha", "w_mu", "w_lambda", "v_mu", "v_lambda"):
+        np.testing.assert_array_equal(getattr(two.state, name), getattr(one.state, name), name)
+    if method == "mcmc":
+        np.testing.assert_array_equal(two.state.pred_sum, one.state.pred_sum)
+
+
+def test_a_schedule_of_other_features_is_refused():
+    X, y, groups = mixed_design()
+    arrays = cd.design_arrays(X)
+    n, p = X.shape
+    s = cd.initial_state(p, 2, 4, seed=0, reg=(0.0, 0.1, 0.1))
+    level_ptr, features = cd.sweep_schedule(arrays[3], arrays[4], n, p - 1)
+    with pytest.raises(ValueError, match="schedule"):
+        cd.coordinate_iteration(
+            *arrays, y, s.w0, s.w, s.V, groups, s.alpha, s.w_mu, s.w_lambda, s.v_mu,
+            s.v_lambda, 0.0, np.array(cd.LIBFM_HYPER_PRIOR), cd.METHOD_ALS, TASK_REGRESSION, 0, 0,
+            np.empty(n), np.empty(n), level_ptr, features,
+        )  # fmt: skip

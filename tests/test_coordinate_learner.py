@@ -539,3 +539,16 @@ def test_resuming_a_complete_run_needs_no_training_rows(data, tmp_path):
     r = run_cli("train", spec, "--resume", "-q")
     assert r.returncode == 0, r.stderr
     assert "nothing to do" in r.stderr and not learner_dir.exists()
+
+
+def test_mcmc_on_two_threads_trains_the_model_of_one_thread(mcmc_run, data, tmp_path):
+    """learner.threads: 2 runs each sweep's waves on two threads; the model file's arrays and
+    the history's metrics are those of the one-thread run, bit for bit."""
+    folder, result = mcmc_run
+    spec = write_spec(data, tmp_path, mcmc={"burn_in": 2, "samples_kept": 3}, threads=2)
+    two = train(load_spec(spec))
+    want, got = model_arrays(folder), model_arrays(tmp_path)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert [r["holdout_rmse"] for r in two.history] == [r["holdout_rmse"] for r in result.history]

@@ -102,9 +102,9 @@ def test_threads_validation():
     assert LearnerConfig(threads=4).threads == 4
     with pytest.raises(ValidationError, match="threads"):
         LearnerConfig(threads=0)
-    with pytest.raises(ValidationError, match="sgd and adagrad"):
-        LearnerConfig(method="als", threads=2)
-    with pytest.raises(ValidationError, match="sgd and adagrad"):
+    assert LearnerConfig(method="als", threads=2).threads == 2  # waves: the same model
+    assert LearnerConfig(method="mcmc", threads=2).threads == 2
+    with pytest.raises(ValidationError, match="sgd, adagrad, als and mcmc"):
         LearnerConfig(method="sgda", threads=2)
 
 

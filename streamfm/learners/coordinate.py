@@ -90,10 +90,11 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from streamfm.learners.sampling import (
     STREAM_ALPHA,
@@ -133,13 +134,19 @@ __all__ = [
     "draw_alpha",
     "draw_group_prior",
     "factor_cache",
+    "factor_cache_parallel",
     "fit_coordinate",
     "initial_state",
+    "numba_threads",
     "predict_rows",
     "residuals",
+    "sweep_schedule",
     "sweep_v",
+    "sweep_v_parallel",
     "sweep_w",
     "sweep_w0",
+    "sweep_w_parallel",
+    "threaded_schedule",
 ]
 
 METHOD_ALS = 0
@@ -242,21 +249,27 @@ def sweep_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda, alpha, 
     Returns the number of rejected (non-finite) draws.
     """
     rejected = 0
-    n_cols = col_ptr.shape[0] - 1
     for i in range(w.shape[0]):
-        g = group[i]
-        s_he, s_hh = _gather_w(col_ptr, row_index, col_values, e, i)
-        mean, var = _posterior(s_he, s_hh, w[i], alpha, w_lambda[g], w_mu[g])
-        new = _choose(mean, var, sample, slot_key(key, i))
-        if not math.isfinite(new):
-            rejected += 1
-            continue
-        d = new - w[i]
-        w[i] = new
-        if d != 0.0 and i < n_cols:
-            for p in range(np.uint64(col_ptr[i]), np.uint64(col_ptr[i + 1])):
-                e[np.uint64(row_index[p])] -= np.float64(col_values[p]) * d
+        rejected += _update_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda, alpha,
+                              sample, key, i)  # fmt: skip
     return rejected
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _update_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda, alpha, sample, key, i):
+    """Update w_i and e on column i's rows; 1 if the draw was rejected, else 0."""
+    g = group[i]
+    s_he, s_hh = _gather_w(col_ptr, row_index, col_values, e, i)
+    mean, var = _posterior(s_he, s_hh, w[i], alpha, w_lambda[g], w_mu[g])
+    new = _choose(mean, var, sample, slot_key(key, i))
+    if not math.isfinite(new):
+        return 1
+    d = new - w[i]
+    w[i] = new
+    if d != 0.0 and i < col_ptr.shape[0] - 1:
+        for p in range(np.uint64(col_ptr[i]), np.uint64(col_ptr[i + 1])):
+            e[np.uint64(row_index[p])] -= np.float64(col_values[p]) * d
+    return 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -277,27 +290,107 @@ def sweep_v(col_ptr, row_index, col_values, e, q, V, f, group, v_mu, v_lambda, a
     rejected (non-finite) draws.
     """
     rejected = 0
-    n_cols = col_ptr.shape[0] - 1
     key_f = slot_key(key, f)
     for i in range(V.shape[0]):
-        g = group[i]
-        v = V[i, f]
-        s_he, s_hh = _gather_v(col_ptr, row_index, col_values, e, q, i, v)
-        mean, var = _posterior(s_he, s_hh, v, alpha, v_lambda[g, f], v_mu[g, f])
-        new = _choose(mean, var, sample, slot_key(key_f, i))
-        if not math.isfinite(new):
-            rejected += 1
-            continue
-        d = new - v
-        V[i, f] = new
-        if d != 0.0 and i < n_cols:
-            for p in range(np.uint64(col_ptr[i]), np.uint64(col_ptr[i + 1])):
-                r = np.uint64(row_index[p])
-                x = np.float64(col_values[p])
-                qr = q[r]
-                e[r] -= x * (qr - v * x) * d
-                q[r] = qr + x * d
+        rejected += _update_v(col_ptr, row_index, col_values, e, q, V, f, group, v_mu, v_lambda,
+                              alpha, sample, key_f, i)  # fmt: skip
     return rejected
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _update_v(col_ptr, row_index, col_values, e, q, V, f, group, v_mu, v_lambda, alpha, sample,
+              key_f, i):  # fmt: skip
+    """Update v_if, and e and q on column i's rows; 1 if the draw was rejected, else 0."""
+    g = group[i]
+    v = V[i, f]
+    s_he, s_hh = _gather_v(col_ptr, row_index, col_values, e, q, i, v)
+    mean, var = _posterior(s_he, s_hh, v, alpha, v_lambda[g, f], v_mu[g, f])
+    new = _choose(mean, var, sample, slot_key(key_f, i))
+    if not math.isfinite(new):
+        return 1
+    d = new - v
+    V[i, f] = new
+    if d != 0.0 and i < col_ptr.shape[0] - 1:
+        for p in range(np.uint64(col_ptr[i]), np.uint64(col_ptr[i + 1])):
+            r = np.uint64(row_index[p])
+            x = np.float64(col_values[p])
+            qr = q[r]
+            e[r] -= x * (qr - v * x) * d
+            q[r] = qr + x * d
+    return 0
+
+
+# --- the same sweeps on several threads, bit for bit -------------------------------------------
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sweep_schedule(col_ptr, row_index, n_rows, n_features):
+    """(level_ptr int64 (L+1), features int64 (p)): the features in waves that threads may
+    update side by side with exactly the results of the sequential sweep in feature order.
+
+    A feature's wave is one more than the latest wave of an earlier feature sharing a row with
+    it (features without rows: wave 0). Features of one wave share no row, so their updates
+    touch disjoint e and q and commute; every earlier feature a feature depends on is in an
+    earlier wave. Within a wave, features stay in feature order. One-hot groups (a user, an item
+    per row) give few waves: ~80 for 116k planted-data features. O(nnz + n + p)."""
+    n_cols = col_ptr.shape[0] - 1
+    row_wave = np.full(n_rows, -1, dtype=np.int64)
+    wave = np.zeros(n_features, dtype=np.int64)
+    for i in range(min(n_cols, n_features)):
+        latest = -1
+        for p in range(np.uint64(col_ptr[i]), np.uint64(col_ptr[i + 1])):
+            latest = max(latest, row_wave[np.uint64(row_index[p])])
+        wave[i] = latest + 1
+        for p in range(np.uint64(col_ptr[i]), np.uint64(col_ptr[i + 1])):
+            row_wave[np.uint64(row_index[p])] = latest + 1
+    n_waves = wave.max() + 1 if n_features else 0
+    level_ptr = np.zeros(n_waves + 1, dtype=np.int64)
+    for i in range(n_features):
+        level_ptr[wave[i] + 1] += 1
+    for w in range(n_waves):
+        level_ptr[w + 1] += level_ptr[w]
+    features = np.empty(n_features, dtype=np.int64)
+    fill = level_ptr[:-1].copy()
+    for i in range(n_features):
+        features[fill[wave[i]]] = i
+        fill[wave[i]] += 1
+    return level_ptr, features
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def sweep_w_parallel(level_ptr, features, col_ptr, row_index, col_values, e, w, group, w_mu,
+                     w_lambda, alpha, sample, key):  # fmt: skip
+    """``sweep_w`` wave by wave (``sweep_schedule``), each wave's features on numba's threads:
+    the same result bit for bit."""
+    rejected = 0
+    for level in range(level_ptr.shape[0] - 1):
+        for j in prange(level_ptr[level], level_ptr[level + 1]):
+            rejected += _update_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda,
+                                  alpha, sample, key, features[j])  # fmt: skip
+    return rejected
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def sweep_v_parallel(level_ptr, features, col_ptr, row_index, col_values, e, q, V, f, group, v_mu,
+                     v_lambda, alpha, sample, key):  # fmt: skip
+    """``sweep_v`` wave by wave on numba's threads: the same result bit for bit."""
+    rejected = 0
+    key_f = slot_key(key, f)
+    for level in range(level_ptr.shape[0] - 1):
+        for j in prange(level_ptr[level], level_ptr[level + 1]):
+            rejected += _update_v(col_ptr, row_index, col_values, e, q, V, f, group, v_mu,
+                                  v_lambda, alpha, sample, key_f, features[j])  # fmt: skip
+    return rejected
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def factor_cache_parallel(indptr, indices, values, V, f, q):
+    """``factor_cache`` with the rows on numba's threads (each q_r alone: the same values)."""
+    for r in prange(indptr.shape[0] - 1):
+        s = 0.0
+        for nz in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+            s += V[np.uint64(indices[nz]), f] * np.float64(values[nz])
+        q[r] = s
 
 
 # --- hyper-parameters ----------------------------------------------------------------------------
@@ -485,6 +578,8 @@ def coordinate_iteration(
     iteration,
     e,
     q,
+    level_ptr,
+    features,
 ):
     """One ALS or MCMC iteration over all parameters (and, MCMC, hyper-parameters), in place.
 
@@ -492,9 +587,14 @@ def coordinate_iteration(
     TASK_REGRESSION or TASK_CLASSIFICATION; ``seed``, ``iteration``: ints >= 0 that key every
     draw; ``lambda0``: w0's prior precision (ALS: its regularisation). ``e`` and ``q`` are scratch
     (n,); on return e holds t - ŷ for the new parameters (t: y, or this iteration's latent
-    targets). Returns the number of rejected non-finite draws (0 normally).
+    targets). ``level_ptr``, ``features``: a ``sweep_schedule`` of this design, for the w and V
+    sweeps (and the factor caches) on numba's threads with the same result; empty arrays (0,):
+    one thread. Returns the number of rejected non-finite draws (0 normally).
     """
     n = e.shape[0]
+    threaded = level_ptr.shape[0] > 0
+    if threaded and (features.shape[0] != w.shape[0] or level_ptr[-1] != w.shape[0]):
+        raise ValueError("coordinate_iteration: the sweep schedule is not of these features")
     k = V.shape[1]
     if y.shape[0] != n or w.shape[0] != V.shape[0] or w_lambda.shape[0] != w_mu.shape[0]:
         raise ValueError("coordinate_iteration: len(y) != len(e), len(w) != len(V) or bad w_lambda")
@@ -532,19 +632,13 @@ def coordinate_iteration(
             iteration_key(seed, iteration, STREAM_W_MU),
             iteration_key(seed, iteration, STREAM_W_LAMBDA),
         )
-    rejected += sweep_w(
-        col_ptr,
-        row_index,
-        col_values,
-        e,
-        w,
-        group,
-        w_mu,
-        w_lambda,
-        a,
-        sample,
-        iteration_key(seed, iteration, STREAM_W),
-    )
+    key_w = iteration_key(seed, iteration, STREAM_W)
+    if threaded:
+        rejected += sweep_w_parallel(level_ptr, features, col_ptr, row_index, col_values, e, w,
+                                     group, w_mu, w_lambda, a, sample, key_w)  # fmt: skip
+    else:
+        rejected += sweep_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda, a,
+                            sample, key_w)  # fmt: skip
     if sample:
         key_mu = iteration_key(seed, iteration, STREAM_V_MU)
         key_lambda = iteration_key(seed, iteration, STREAM_V_LAMBDA)
@@ -560,10 +654,14 @@ def coordinate_iteration(
             )
     key_v = iteration_key(seed, iteration, STREAM_V)
     for f in range(k):
-        factor_cache(indptr, indices, values, V, f, q)
-        rejected += sweep_v(
-            col_ptr, row_index, col_values, e, q, V, f, group, v_mu, v_lambda, a, sample, key_v
-        )
+        if threaded:
+            factor_cache_parallel(indptr, indices, values, V, f, q)
+            rejected += sweep_v_parallel(level_ptr, features, col_ptr, row_index, col_values, e,
+                                         q, V, f, group, v_mu, v_lambda, a, sample, key_v)  # fmt: skip
+        else:
+            factor_cache(indptr, indices, values, V, f, q)
+            rejected += sweep_v(col_ptr, row_index, col_values, e, q, V, f, group, v_mu,
+                                v_lambda, a, sample, key_v)  # fmt: skip
     return rejected
 
 
@@ -728,6 +826,30 @@ def _metric(task: int, y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(pred - y))))
 
 
+NO_SCHEDULE = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+def threaded_schedule(col_ptr, row_index, n_rows: int, n_features: int, threads: int) -> tuple:
+    """The (level_ptr, features) arguments of ``coordinate_iteration``: a ``sweep_schedule`` for
+    threads > 1, else empty arrays (one thread)."""
+    if threads <= 1:
+        return NO_SCHEDULE
+    return sweep_schedule(col_ptr, row_index, n_rows, n_features)
+
+
+@contextmanager
+def numba_threads(threads: int):
+    """numba's parallel loops on `threads` threads (at most the cores numba found) for a block."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def fit_coordinate(
     X,
     y,
@@ -747,6 +869,7 @@ def fit_coordinate(
     clip: bool = True,
     state: CoordinateState | None = None,
     metrics: bool = True,
+    threads: int = 1,
 ) -> CoordinateResult:
     """Fit an FM by ALS or MCMC on in-memory sparse rows (for tests and benchmarks).
 
@@ -758,6 +881,7 @@ def fit_coordinate(
     ``initial_state``). MCMC test predictions average the samples of iterations >= ``burn_in``
     (libFM: burn_in 0). ``clip``: clip regression test predictions to the training targets' range
     (libFM does). ``metrics``: compute train/test metrics each iteration (outside the timings).
+    ``threads`` > 1: the sweeps on that many threads, with the same results (``sweep_schedule``).
     """
     if method not in METHODS or task not in TASKS:
         raise ValueError(f"method must be in {list(METHODS)}, task in {list(TASKS)}")
@@ -796,13 +920,15 @@ def fit_coordinate(
     e = np.empty(n)
     q = np.empty(n)
     buf = np.empty(n_test)
+    schedule = threaded_schedule(arrays[3], arrays[4], n, p, threads)
     result = CoordinateResult(state=s)
     for it in range(s.iteration, n_iter):
         t0 = time.perf_counter()
-        rejected = coordinate_iteration(
-            *arrays, y, s.w0, s.w, s.V, groups, s.alpha, s.w_mu, s.w_lambda, s.v_mu,
-            s.v_lambda, float(reg[0]), hp, m, t, seed, it, e, q,
-        )  # fmt: skip
+        with numba_threads(threads):
+            rejected = coordinate_iteration(
+                *arrays, y, s.w0, s.w, s.V, groups, s.alpha, s.w_mu, s.w_lambda, s.v_mu,
+                s.v_lambda, float(reg[0]), hp, m, t, seed, it, e, q, *schedule,
+            )  # fmt: skip
         t1 = time.perf_counter()
         if test is not None:
             averaging = m == METHOD_MCMC and it >= burn_in

@@ -52,6 +52,8 @@ from streamfm.learners.coordinate import (
     TASK_CLASSIFICATION,
     TASK_REGRESSION,
     coordinate_iteration,
+    numba_threads,
+    threaded_schedule,
 )
 from streamfm.learners.params import FMParams
 from streamfm.learners.sampling import normal_cdf
@@ -242,6 +244,7 @@ class CoordinateLearner(LearnerHooks):
         self.samples: dict[str, Any] | None = None
         self.store = ColumnStore(None)
         self.holdout = HoldoutSums(None)
+        self._schedule: tuple[np.ndarray, np.ndarray] | None = None  # of the finalized columns
 
     @property
     def sampling(self) -> bool:
@@ -340,14 +343,20 @@ class CoordinateLearner(LearnerHooks):
         h = self.hyper
         a = self.store.arrays()
         it = self.iteration
+        threads = self.config.threads
+        if self._schedule is None or len(self._schedule[1]) not in (0, n):
+            self._schedule = threaded_schedule(
+                a["col_ptr"], a["row_index"], len(a["y"]), n, threads
+            )
         t0 = time.perf_counter()
-        rejected = coordinate_iteration(
-            a["indptr"], a["indices"], a["values"], a["col_ptr"], a["row_index"],
-            a["col_values"], a["y"], p.w0, p.w[:n], p.V[:n], group, h["alpha"], h["w_mu"],
-            h["w_lambda"], h["v_mu"], h["v_lambda"], float(self.config.reg_bias),
-            self._hyper_prior(), METHODS[self.method], TASKS[self.task], self.seed, it, a["e"],
-            a["q"],
-        )  # fmt: skip
+        with numba_threads(threads):
+            rejected = coordinate_iteration(
+                a["indptr"], a["indices"], a["values"], a["col_ptr"], a["row_index"],
+                a["col_values"], a["y"], p.w0, p.w[:n], p.V[:n], group, h["alpha"], h["w_mu"],
+                h["w_lambda"], h["v_mu"], h["v_lambda"], float(self.config.reg_bias),
+                self._hyper_prior(), METHODS[self.method], TASKS[self.task], self.seed, it,
+                a["e"], a["q"], *self._schedule,
+            )  # fmt: skip
         seconds = time.perf_counter() - t0
         self.iteration = it + 1
         if self.sampling and it >= self.config.mcmc.burn_in:

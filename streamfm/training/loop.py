@@ -111,7 +111,7 @@ class Trainer:
         # chunk learnt (the error came before the failing batch changed anything).
         self._consistent_failure = False
         self.notes: list[str] = []
-        if spec.learner.threads > 1:
+        if spec.learner.threads > 1 and spec.learner.method in ("sgd", "adagrad"):
             self.notes.append(
                 f"learner.threads = {spec.learner.threads}: Hogwild training, the model is not "
                 "bit for bit reproducible (threads: 1 is)"
@@ -614,6 +614,8 @@ class Trainer:
             "interrupted": interrupted,
             "model_record": self.evaluation.saved_record(),
             "threads": self.spec.learner.threads,
+            "reproducible": self.spec.learner.threads == 1
+            or self.spec.learner.method not in ("sgd", "adagrad"),
         }
         self.model.history = history
         self.model.summary = summary
