@@ -32,7 +32,12 @@ sees only its share of the stream.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +119,50 @@ def connect(address: str | None, workers: int):
 
 # ----------------------------------------------------------------------------- worker tasks
 
-_WORKER_MODELS: dict[str, TrainedModel] = {}  # per worker process: the run's model, by token
+
+class _WorkerRun:
+    """What a worker process keeps of the run it works for between tasks: models with the
+    vocabulary loaded (one per task running at a time: a worker of several threads runs tasks
+    side by side, and a task's learner is its own), the vocabulary's digest, and the shares'
+    readers left open where their last task stopped (`_OpenShare`)."""
+
+    def __init__(self, spec_json: dict[str, Any], features: dict[str, Any]) -> None:
+        self.spec = _spec_of(spec_json)
+        self.features = features
+        self.idle: list[tuple[TrainedModel, str]] = []  # models not in use, their digests
+        self.open: dict[tuple[str, ...], _OpenShare] = {}  # by the share's files
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def model(self) -> Iterator[tuple[TrainedModel, str]]:
+        """A model of the run for one task, and the digest of its vocabulary."""
+        with self.lock:
+            item = self.idle.pop() if self.idle else None
+        if item is None:
+            model = TrainedModel.from_spec(self.spec)
+            model.pipeline.load_state_dict(self.features)
+            item = (model, vocabulary_digest(model.pipeline.space))
+        try:
+            yield item
+        finally:
+            with self.lock:
+                self.idle.append(item)
+
+
+class _OpenShare:
+    """A share's reader suspended after the batch its last task learnt last: `state` is the
+    SourceStream state it is at (the generator updates it), `bad` the BadRows the reader reports
+    skipped rows to (the current task's)."""
+
+    def __init__(self, reader: SourceStream, state: dict[str, Any], bad: BadRows) -> None:
+        self.reader = reader
+        self.state = state
+        self.bad = bad
+        self.batches = reader.batches(state)
+
+
+_WORKER_RUNS: dict[str, _WorkerRun] = {}  # per worker process: the run it works for, by token
+_WORKER_LOCK = threading.Lock()
 
 
 def _spec_of(spec_json: dict[str, Any]) -> Spec:
@@ -144,14 +192,39 @@ def file_vocabulary(spec_json: dict[str, Any], path: str) -> dict[str, Any]:
     return [space.vocabulary(g) for g in range(len(space.groups))]
 
 
-def _worker_model(spec_json: dict[str, Any], features: dict[str, Any], token: str) -> TrainedModel:
-    model = _WORKER_MODELS.get(token)
-    if model is None:
-        model = TrainedModel.from_spec(_spec_of(spec_json))
-        model.pipeline.load_state_dict(features)
-        _WORKER_MODELS.clear()  # one run's model per process at a time
-        _WORKER_MODELS[token] = model
-    return model
+def _worker_run(spec_json: dict[str, Any], features: dict[str, Any], token: str) -> _WorkerRun:
+    with _WORKER_LOCK:
+        run = _WORKER_RUNS.get(token)
+        if run is None:
+            _WORKER_RUNS.clear()  # one run per process at a time
+            run = _WORKER_RUNS[token] = _WorkerRun(spec_json, features)
+        return run
+
+
+def _open_share(
+    run: _WorkerRun, pipeline: FeaturePipeline, files: list[str], stream: dict[str, Any], bad
+) -> _OpenShare:
+    """The share's reader at `stream`: the one the last task on this worker left there if it is
+    (then reading goes on without reopening and seeking the file), else a new one resuming at
+    `stream`. Either yields the same batches (SourceStream resumes exactly after a batch)."""
+    with run.lock:
+        share = run.open.pop(tuple(files), None)
+    if share is not None and share.state == stream:
+        share.bad = bad
+        return share
+    spec, pipeline = run.spec, pipeline
+    config = spec.source.model_copy(update={"path": list(files), "follow": False})
+    columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
+    holder: list[_OpenShare] = []
+    reader = SourceStream(
+        config,
+        columns,
+        on_bad_row=None if bad.policy == "fail" else (lambda row: holder[0].bad.from_source(row)),
+        column_types=numeric_columns(pipeline, spec.target, spec.task),
+    )
+    share = _OpenShare(reader, copy_state(stream), bad)
+    holder.append(share)
+    return share
 
 
 def learn_share(
@@ -166,55 +239,51 @@ def learn_share(
     """Task: learn up to `max_rows` rows of `files` from `stream` (a SourceStream state),
     starting from `learner_state`. Returns the learner's state, the stream's, the rows read and
     learnt, the skipped rows, the progressive metrics' state, whether the share is finished, and
-    a digest of the vocabulary used (the same on every worker)."""
-    model = _worker_model(spec_json, features, token)
-    spec, pipeline, learner = model.spec, model.pipeline, model.learner
-    learner.load_state_dict(copy_state(learner_state))
-    space, params = pipeline.space, learner.params
-    params.ensure_features(space.n_ids)
-    params.group[: space.n_ids] = space.id_group[: space.n_ids]
-    bad = _bad_rows(spec)
-    config = spec.source.model_copy(update={"path": list(files), "follow": False})
-    columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
-    reader = SourceStream(
-        config,
-        columns,
-        on_bad_row=None if bad.policy == "fail" else bad.from_source,
-        column_types=numeric_columns(pipeline, spec.target, spec.task),
-    )
-    stream = copy_state(stream)
-    progressive = MetricSet(spec.metric_names())
-    read = learnt = 0
-    finished = True
-    for batch, pos in reader.batches(stream):
-        read += batch.num_rows
-        batch, y = clean_batch(
-            batch, pipeline, spec.target, spec.task, bad, pos.path, reader.batch_lines
-        )
-        chunk = pipeline.transform(batch, training=False)
-        if chunk.n_rows:
-            progressive.update(y, learner.learn(chunk, y))
-            learnt += chunk.n_rows
-        if learnt >= max_rows:
-            finished = False
-            break
-    learner.check_finite()
-    return {
-        "learner": copy_state(learner.state_dict()),
-        "stream": stream,
-        "read": read,
-        "learnt": learnt,
-        "skipped": bad.skipped,
-        "metrics": progressive.state_dict(),
-        "finished": finished,
-        "vocabulary": vocabulary_digest(space),
-    }
+    a digest of the vocabulary used (the same on every worker).
+
+    `token` names the run (its spec and vocabulary): a worker builds the model once per run and
+    keeps each share's reader open where its task stopped, for the share's next task."""
+    run = _worker_run(spec_json, features, token)
+    with run.model() as (model, vocabulary):
+        spec, pipeline, learner = run.spec, model.pipeline, model.learner
+        learner.load_state_dict(copy_state(learner_state))  # the task's input stays as it was
+        space, params = pipeline.space, learner.params
+        params.ensure_features(space.n_ids)
+        params.group[: space.n_ids] = space.id_group[: space.n_ids]
+        bad = _bad_rows(spec)
+        share = _open_share(run, pipeline, files, stream, bad)
+        progressive = MetricSet(spec.metric_names())
+        read = learnt = 0
+        finished = True
+        for batch, pos in share.batches:
+            read += batch.num_rows
+            batch, y = clean_batch(
+                batch, pipeline, spec.target, spec.task, bad, pos.path, share.reader.batch_lines
+            )
+            chunk = pipeline.transform(batch, training=False)
+            if chunk.n_rows:
+                progressive.update(y, learner.learn(chunk, y))
+                learnt += chunk.n_rows
+            if learnt >= max_rows:
+                finished = False
+                with run.lock:
+                    run.open[tuple(files)] = share  # the share's next task goes on from here
+                break
+        learner.check_finite()
+        return {
+            "learner": copy_state(learner.state_dict()),
+            "stream": copy_state(share.state),
+            "read": read,
+            "learnt": learnt,
+            "skipped": bad.skipped,
+            "metrics": progressive.state_dict(),
+            "finished": finished,
+            "vocabulary": vocabulary,
+        }
 
 
 def vocabulary_digest(space) -> str:
     """sha256 of a feature space's groups, keys and ids (equal digests: equal vocabularies)."""
-    import hashlib
-
     h = hashlib.sha256()
     for g, name in enumerate(space.groups):
         ids, keys = space.vocabulary(g)
@@ -356,8 +425,12 @@ class DistributedTrainer:
         if not (self.resume and self._restore()):
             self._collect_vocabulary()
         features = copy_state(self.model.pipeline.state_dict())
-        token = vocabulary_digest(self.model.pipeline.space)
-        self.vocabularies.add(token)
+        vocabulary = vocabulary_digest(self.model.pipeline.space)
+        self.vocabularies.add(vocabulary)
+        # The run's name for the workers' caches (model, open readers): its vocabulary and spec.
+        token = hashlib.sha256(
+            (vocabulary + json.dumps(self.spec_json, sort_keys=True)).encode()
+        ).hexdigest()
         run = self.run
         if run["shares"] is None:
             n = max(1, min(len(self.files), self.shares))
@@ -387,7 +460,8 @@ class DistributedTrainer:
 
     def _round(self, features: dict[str, Any], token: str) -> None:
         run = self.run
-        base = copy_state(self.model.learner.state_dict())
+        # Views of the live arrays: they stay as they are until the merged state replaces them.
+        base = self.model.learner.state_dict()
         todo = [i for i, done in enumerate(run["finished"]) if not done]
         results = self._gather_round(features, token, base, todo)
         for i, res in zip(todo, results, strict=True):
@@ -411,26 +485,32 @@ class DistributedTrainer:
             self.on_round(self, run["round"])
 
     def _gather_round(self, features, token, base, todo) -> list[dict[str, Any]]:
-        """The results of one round's tasks. The vocabulary is sent to the workers once; a round
-        whose copy of it went with a dead worker is run again with a new one (tasks are pure:
-        the same results)."""
+        """The results of one round's tasks. The vocabulary is sent to the workers once, the
+        round's starting parameters once per worker (not inside every task); a round whose copy
+        of either went with a dead worker is run again with new ones (tasks are pure: the same
+        results). Share i's tasks go to the i-th worker (by address) while it lives, where the
+        share's reader stands open after its last task; any worker gives the same result."""
         from distributed.client import FutureCancelledError
 
         for attempt in range(3):
             if attempt or self._features_future is None:
                 self._features_future = self.client.scatter(features, broadcast=True, hash=False)
+            workers = sorted(self.client.nthreads())
+            base_future = self.client.scatter([base], broadcast=True, hash=False)[0]
             futures = [
                 self.client.submit(
                     learn_share,
                     self.spec_json,
                     self._features_future,
                     token,
-                    base,
+                    base_future,
                     self.run["shares"][i],
                     self.run["streams"][i],
                     self.config.sync_every_rows,
                     pure=False,
                     retries=3,
+                    workers=[workers[i % len(workers)]] if workers else None,
+                    allow_other_workers=True,
                 )
                 for i in todo
             ]

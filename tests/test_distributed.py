@@ -202,3 +202,91 @@ def test_the_cli_trains_on_a_local_cluster(data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "trained 20,000 rows" in r.stdout
     assert (tmp_path / "out" / "model.sfm").exists()
+
+
+def test_a_different_spec_on_the_same_cluster_is_not_learnt_with_the_last_one(
+    data, tmp_path, client
+):
+    # Same files, so the same vocabulary: the workers' cached model must not be the last run's.
+    fast = DistributedTrainer(spec_of(data, tmp_path / "a", epochs=1), client).train()
+    slow_spec = spec_of(data, tmp_path / "b", epochs=1, learning_rate=0.02)
+    slow = DistributedTrainer(slow_spec, client).train()
+    assert not np.array_equal(fast.model.learner.params.V, slow.model.learner.params.V)
+    fresh, cluster = connect("local:2", 2)  # workers that never saw the first run
+    try:
+        again = DistributedTrainer(slow_spec, fresh).train()
+    finally:
+        fresh.close()
+        cluster.close()
+    np.testing.assert_array_equal(slow.model.learner.params.V, again.model.learner.params.V)
+
+
+def test_workers_of_two_threads_give_the_model_of_single_threaded_ones(data, tmp_path, client):
+    from distributed import Client, LocalCluster
+
+    ref = DistributedTrainer(spec_of(data, tmp_path / "ref", epochs=1), client).train()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster,
+        Client(cluster) as threaded,
+    ):
+        got = DistributedTrainer(spec_of(data, tmp_path / "t", epochs=1), threaded).train()
+    # Two shares' tasks ran side by side in one process, each with a learner of its own.
+    np.testing.assert_array_equal(got.model.learner.params.V, ref.model.learner.params.V)
+
+
+def _share_inputs(data, tmp_path):
+    """What the driver sends a share's first task: spec, vocabulary, token, learner state."""
+    from streamfm.distributed import file_vocabulary, merge_vocabularies
+    from streamfm.store.trained import TrainedModel
+
+    spec = spec_of(data, tmp_path, epochs=1)
+    spec_json = spec.model_dump(mode="json")
+    files = [str(data / "train-0.libfm"), str(data / "train-1.libfm")]
+    model = TrainedModel.from_spec(spec)
+    merge_vocabularies(model.pipeline, [file_vocabulary(spec_json, f) for f in files])
+    space = model.pipeline.space
+    model.learner.params.ensure_features(space.n_ids)
+    model.learner.params.group[: space.n_ids] = space.id_group[: space.n_ids]
+    features = model.pipeline.state_dict()
+    return spec_json, features, model.learner.state_dict(), files
+
+
+def test_a_share_s_next_task_reads_on_where_the_last_one_stopped(data, tmp_path, monkeypatch):
+    import streamfm.distributed as dist
+    from streamfm.sources.base import Reader
+
+    spec_json, features, learner, files = _share_inputs(data, tmp_path)
+    start = {"done": [], "current": None}
+    opened = []
+    real_read = Reader.read
+
+    def read(self, path, columns=None, start=None, **kw):
+        opened.append((path, None if start is None else start.row))
+        return real_read(self, path, columns, start, **kw)
+
+    monkeypatch.setattr(Reader, "read", read)
+    dist._WORKER_RUNS.clear()
+    first = dist.learn_share(spec_json, features, "run-a", learner, files, start, 3_000)
+    assert first["stream"]["current"]["row"] == 3_000 and not first["finished"]
+    assert opened == [(files[0], None)]
+    second = dist.learn_share(
+        spec_json, features, "run-a", first["learner"], files, first["stream"], 3_000
+    )
+    # The reader left open went on: the file was not opened again and read up to row 3,000.
+    assert opened == [(files[0], None), (files[1], None)]
+    current = second["stream"]["current"]
+    assert (current["path"], current["row"]) == (files[1], 1_000)
+
+    # A worker without that reader (a new one, or the task retried elsewhere) resumes at the
+    # position and gives the same result.
+    dist._WORKER_RUNS.clear()
+    opened.clear()
+    again = dist.learn_share(
+        spec_json, features, "run-a", first["learner"], files, first["stream"], 3_000
+    )
+    assert opened == [(files[0], 3_000), (files[1], None)]
+    assert again["stream"] == second["stream"] and again["read"] == second["read"] == 3_000
+    for name in ("w0", "w", "V", "acc_w", "acc_V"):
+        np.testing.assert_array_equal(
+            again["learner"]["params"][name], second["learner"]["params"][name]
+        )
