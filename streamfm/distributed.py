@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamfm.errors import CheckpointError, SpecError
 from streamfm.features.pipeline import FeaturePipeline
@@ -59,6 +60,7 @@ from streamfm.training.targets import clean_batch, numeric_columns
 
 CHECKPOINT_FORMAT = "streamfm-distributed-checkpoint"
 PARAM_ARRAYS = ("w0", "w", "V", "acc_w0", "acc_w", "acc_V")
+VOCABULARY_KEYS = 1 << 20  # distinct keys of batches a vocabulary task holds before adding them
 
 
 # ----------------------------------------------------------------------------- checks
@@ -174,7 +176,13 @@ def _bad_rows(spec: Spec) -> BadRows:
 
 
 def file_vocabulary(spec_json: dict[str, Any], path: str) -> dict[str, Any]:
-    """Task: per feature group, the (ids, keys) one file's rows give (first-sight order)."""
+    """Task: per feature group, the (ids, keys) one file's rows give (first-sight order).
+
+    Only the keys are needed, not the design matrix: each batch's keys of a group are reduced
+    to their distinct values in order of first appearance (Arrow's hash `unique`, on the form
+    the space's key index compares: int64 or text), those of up to VOCABULARY_KEYS keys'
+    worth of batches again, and only the result is looked up and added, so a group's ids come
+    in the order `pipeline.transform(batch, training=True)` would give them."""
     spec = _spec_of(spec_json)
     pipeline = FeaturePipeline.from_specs(spec.builders())
     source = open_source(spec.source.model_copy(update={"path": path, "follow": False}))
@@ -183,13 +191,47 @@ def file_vocabulary(spec_json: dict[str, Any], path: str) -> dict[str, Any]:
         source.on_bad_row = bad.from_source
     columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
     source.column_types = numeric_columns(pipeline, spec.target, spec.task)
+    space = pipeline.space
+    pending: list[list[pa.Array]] = [[] for _ in space.groups]  # per group: distinct keys
+
+    def add(g: int) -> None:
+        parts = pending[g]
+        if len(parts) > 1 and all(p.type == parts[0].type for p in parts):
+            parts = [pc.unique(pa.concat_arrays(parts))]
+        for part in parts:
+            space.extend(g, part)
+        pending[g] = []
+
     for batch, pos in source.batches(columns):
         batch, _y = clean_batch(
             batch, pipeline, spec.target, spec.task, bad, pos.path, source.batch_lines
         )
-        pipeline.transform(batch, training=True)
-    space = pipeline.space
+        for g, builder in enumerate(pipeline.builders):
+            block = builder.build(batch, training=True)
+            if block.keys is not None:
+                pending[g].append(_distinct_keys(block.keys, space.groups[g]))
+                if sum(len(p) for p in pending[g]) >= VOCABULARY_KEYS:
+                    add(g)
+    for g in range(len(space.groups)):
+        add(g)
     return [space.vocabulary(g) for g in range(len(space.groups))]
+
+
+def _distinct_keys(keys: pa.Array | np.ndarray, group: str) -> pa.Array:
+    """The distinct keys of `keys` in order of first appearance, as the key index compares them
+    (integers and booleans by int64 value, text and bytes by their bytes, anything else as
+    text); ValueError on a null key, as `FeatureSpace.to_chunk` gives."""
+    arr = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(keys)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        raise ValueError(f"builder {group!r} emitted null keys")
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        arr = pc.cast(arr, pa.int64())
+    elif not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)):
+        arr = pc.cast(arr, pa.string())
+    return pc.unique(arr)
 
 
 def _worker_run(spec_json: dict[str, Any], features: dict[str, Any], token: str) -> _WorkerRun:

@@ -290,3 +290,50 @@ def test_a_share_s_next_task_reads_on_where_the_last_one_stopped(data, tmp_path,
         np.testing.assert_array_equal(
             again["learner"]["params"][name], second["learner"]["params"][name]
         )
+
+
+@pytest.mark.parametrize("held", [1 << 20, 300])  # keys held before adding: the file's, or a few
+def test_the_vocabulary_pass_gives_the_ids_a_training_transform_gives(tmp_path, monkeypatch, held):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import streamfm.distributed as dist
+    from streamfm.distributed import file_vocabulary
+    from streamfm.features.pipeline import FeaturePipeline
+
+    monkeypatch.setattr(dist, "VOCABULARY_KEYS", held)
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    table = pa.table(
+        {
+            "user": rng.integers(0, 700, n),
+            "item": [f"i{v}" for v in rng.integers(0, 300, n)],
+            "tags": [[f"t{t}" for t in rng.integers(0, 50, rng.integers(0, 4))] for _ in range(n)],
+            "age": rng.uniform(10, 80, n),
+            "y": rng.uniform(1, 5, n),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=1_500)
+    spec = parse_spec(
+        {
+            "source": {"path": str(tmp_path / "t.parquet"), "batch_size": 700},
+            "target": "y",
+            "features": [
+                {"type": "categorical", "columns": ["user"]},
+                {"type": "categorical", "columns": ["user", "item"]},  # a cross
+                {"type": "set", "column": "tags"},  # several keys a row, some rows none
+                {"type": "numeric", "columns": ["age"], "bins": [20, 40, 60]},  # reserved ids
+                {"type": "categorical", "columns": ["item"]},
+            ],
+            "output": {"dir": str(tmp_path / "out")},
+        }
+    )
+    got = file_vocabulary(spec.model_dump(mode="json"), str(tmp_path / "t.parquet"))
+    pipeline = FeaturePipeline.from_specs(spec.builders())
+    for batch in pq.ParquetFile(tmp_path / "t.parquet").iter_batches(batch_size=700):
+        pipeline.transform(batch, training=True)
+    for g, (ids, keys) in enumerate(got):
+        want_ids, want_keys = pipeline.space.vocabulary(g)
+        # Per group, the same keys in the same order of ids (the driver numbers them anew).
+        assert keys.take(np.argsort(ids)).equals(want_keys.take(np.argsort(want_ids))), g
