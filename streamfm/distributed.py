@@ -112,9 +112,17 @@ def connect(address: str | None, workers: int):
         n = int(address.split(":", 1)[1]) if address and ":" in address else workers
         if n < 1:
             raise SpecError(f"--cluster {address}: need at least one worker")
-        cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        import dask
+
+        # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes
+        # glibc's mmap threshold at 128 KiB: every batch's arrays are then mapped and unmapped
+        # afresh, and a task learns 1.6x slower (measured: 500k planted rows in 0.40 s instead
+        # of 0.25 s). The workers of a local cluster keep glibc's defaults (or the variable as
+        # this process's environment has it).
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         return Client(cluster), cluster
     return Client(address), None
 
