@@ -252,7 +252,11 @@ def _worker_run(spec_json: dict[str, Any], features: dict[str, Any], token: str)
 
 
 def _open_share(
-    run: _WorkerRun, pipeline: FeaturePipeline, files: list[str], stream: dict[str, Any], bad
+    run: _WorkerRun,
+    pipeline: FeaturePipeline,
+    files: list[str],
+    stream: dict[str, Any],
+    bad: BadRows,
 ) -> _OpenShare:
     """The share's reader at `stream`: the one the last task on this worker left there if it is
     (then reading goes on without reopening and seeking the file), else a new one resuming at
@@ -262,7 +266,7 @@ def _open_share(
     if share is not None and share.state == stream:
         share.bad = bad
         return share
-    spec, pipeline = run.spec, pipeline
+    spec = run.spec
     config = spec.source.model_copy(update={"path": list(files), "follow": False})
     columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
     holder: list[_OpenShare] = []
