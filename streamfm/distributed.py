@@ -366,20 +366,32 @@ def combine_learners(base: dict[str, Any], results: list[tuple[int, dict[str, An
     results = [r for r in results if r[0] > 0]
     if not results:
         return base
-    out = copy_state(results[0][1])
-    params = out["params"]
+    first = results[0][1]
+    # The first task's state but for the arrays replaced below (not copied only to be dropped).
+    out = copy_state({k: v for k, v in first.items() if k != "params"})
+    params = out["params"] = {
+        k: v if k in PARAM_ARRAYS else copy_state(v) for k, v in first["params"].items()
+    }
     rows = np.array([r[0] for r in results], dtype=np.float64)
     for name in PARAM_ARRAYS:
         if name not in params:
             continue
+        dtype = np.asarray(params[name]).dtype
         before = np.asarray(base["params"][name], dtype=np.float64)
-        deltas = np.array([np.asarray(r[1]["params"][name], dtype=np.float64) for r in results])
-        deltas -= before
         if name in ("w0", "acc_w0"):  # every case's coordinate: the row-weighted mean change
-            change = np.tensordot(rows / rows.sum(), deltas, axes=1)
-        else:  # the sum of the changes: what one process would have done, to first order
-            change = deltas.sum(axis=0)
-        params[name] = (before + change).astype(np.asarray(params[name]).dtype)
+            deltas = np.array([np.asarray(r[1]["params"][name], np.float64) for r in results])
+            deltas -= before
+            params[name] = (before + np.tensordot(rows / rows.sum(), deltas, axes=1)).astype(dtype)
+            continue
+        # The sum of the changes, task by task (as a sum over a stacked axis adds them, without
+        # stacking them): what one process would have done, to first order.
+        change = np.asarray(results[0][1]["params"][name], dtype=np.float64) - before
+        for r in results[1:]:
+            delta = np.asarray(r[1]["params"][name], dtype=np.float64)
+            delta -= before
+            change += delta
+        change += before
+        params[name] = change.astype(dtype)
     out["t"] = int(base["t"]) + sum(int(r[1]["t"]) - int(base["t"]) for r in results)
     lows = [r[1]["target_range"][0] for r in results if r[1]["target_range"][0] is not None]
     highs = [r[1]["target_range"][1] for r in results if r[1]["target_range"][1] is not None]
