@@ -9,7 +9,9 @@ generated once into WORK/distributed/. Each case trains benchmarks/specs/memory_
 AdaGrad (learning_rate 0.1, the epochs given) and the test file as holdout: one process
 (`streamfm.train`), then `train_distributed` on `local:1` and `local:2` (worker processes
 started for the run, included in the time). rows/s: learnt rows over the wall time of the whole
-run. Writes the `distributed` section of docs/benchmarks.md.
+run. One untimed warm-up run on the test file first, so that numba's on-disk cache holds the
+kernels (else the first case compiles them: the first figures of this benchmark had one process
+at 23.3 s for what takes 6-7 s warm). Writes the `distributed` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def main() -> None:
         f"distributed.sync_every_rows={args.sync}",
         "checkpoint.enabled=false",
     ]
+    warm = load_spec(SPEC, [*sets, f"source.path={test}", f"output.dir={folder}/runs/warm-up"])
+    train(warm.model_copy(update={"distributed": None}))
     rows = [
         "| run | workers | rows learnt | wall s | rows/s | test RMSE |",
         "|---|---:|---:|---:|---:|---:|",
@@ -104,7 +108,9 @@ def main() -> None:
             f"{args.rows:,} planted-style ratings in {args.files} Parquet files (bench_memory.py's "
             f"universe), 1M test rows; memory_sgd.yaml with AdaGrad lr 0.1, {args.epochs} "
             f"epoch(s), sync_every_rows {args.sync:,}. Wall time of the whole run, worker start-up "
-            "included; the machine has 2 cores, so 2 workers is its limit.",
+            "and the vocabulary pass included, after an untimed warm-up run (numba's cache); "
+            "the machine has 2 cores, so 2 workers is its limit, and one process already uses "
+            "both (it reads and builds batches in a thread beside the learning one).",
             "",
             *rows,
         ]

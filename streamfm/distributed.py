@@ -32,12 +32,18 @@ sees only its share of the stream.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamfm.errors import CheckpointError, SpecError
 from streamfm.features.pipeline import FeaturePipeline
@@ -54,6 +60,7 @@ from streamfm.training.targets import clean_batch, numeric_columns
 
 CHECKPOINT_FORMAT = "streamfm-distributed-checkpoint"
 PARAM_ARRAYS = ("w0", "w", "V", "acc_w0", "acc_w", "acc_V")
+VOCABULARY_KEYS = 1 << 20  # distinct keys of batches a vocabulary task holds before adding them
 
 
 # ----------------------------------------------------------------------------- checks
@@ -105,16 +112,67 @@ def connect(address: str | None, workers: int):
         n = int(address.split(":", 1)[1]) if address and ":" in address else workers
         if n < 1:
             raise SpecError(f"--cluster {address}: need at least one worker")
-        cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        import dask
+
+        # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes
+        # glibc's mmap threshold at 128 KiB: every batch's arrays are then mapped and unmapped
+        # afresh, and a task learns 1.6x slower (measured: 500k planted rows in 0.40 s instead
+        # of 0.25 s). The workers of a local cluster keep glibc's defaults (or the variable as
+        # this process's environment has it).
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         return Client(cluster), cluster
     return Client(address), None
 
 
 # ----------------------------------------------------------------------------- worker tasks
 
-_WORKER_MODELS: dict[str, TrainedModel] = {}  # per worker process: the run's model, by token
+
+class _WorkerRun:
+    """What a worker process keeps of the run it works for between tasks: models with the
+    vocabulary loaded (one per task running at a time: a worker of several threads runs tasks
+    side by side, and a task's learner is its own), the vocabulary's digest, and the shares'
+    readers left open where their last task stopped (`_OpenShare`)."""
+
+    def __init__(self, spec_json: dict[str, Any], features: dict[str, Any]) -> None:
+        self.spec = _spec_of(spec_json)
+        self.features = features
+        self.idle: list[tuple[TrainedModel, str]] = []  # models not in use, their digests
+        self.open: dict[tuple[str, ...], _OpenShare] = {}  # by the share's files
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def model(self) -> Iterator[tuple[TrainedModel, str]]:
+        """A model of the run for one task, and the digest of its vocabulary."""
+        with self.lock:
+            item = self.idle.pop() if self.idle else None
+        if item is None:
+            model = TrainedModel.from_spec(self.spec)
+            model.pipeline.load_state_dict(self.features)
+            item = (model, vocabulary_digest(model.pipeline.space))
+        try:
+            yield item
+        finally:
+            with self.lock:
+                self.idle.append(item)
+
+
+class _OpenShare:
+    """A share's reader suspended after the batch its last task learnt last: `state` is the
+    SourceStream state it is at (the generator updates it), `bad` the BadRows the reader reports
+    skipped rows to (the current task's)."""
+
+    def __init__(self, reader: SourceStream, state: dict[str, Any], bad: BadRows) -> None:
+        self.reader = reader
+        self.state = state
+        self.bad = bad
+        self.batches = reader.batches(state)
+
+
+_WORKER_RUNS: dict[str, _WorkerRun] = {}  # per worker process: the run it works for, by token
+_WORKER_LOCK = threading.Lock()
 
 
 def _spec_of(spec_json: dict[str, Any]) -> Spec:
@@ -126,7 +184,13 @@ def _bad_rows(spec: Spec) -> BadRows:
 
 
 def file_vocabulary(spec_json: dict[str, Any], path: str) -> dict[str, Any]:
-    """Task: per feature group, the (ids, keys) one file's rows give (first-sight order)."""
+    """Task: per feature group, the (ids, keys) one file's rows give (first-sight order).
+
+    Only the keys are needed, not the design matrix: each batch's keys of a group are reduced
+    to their distinct values in order of first appearance (Arrow's hash `unique`, on the form
+    the space's key index compares: int64 or text), those of up to VOCABULARY_KEYS keys'
+    worth of batches again, and only the result is looked up and added, so a group's ids come
+    in the order `pipeline.transform(batch, training=True)` would give them."""
     spec = _spec_of(spec_json)
     pipeline = FeaturePipeline.from_specs(spec.builders())
     source = open_source(spec.source.model_copy(update={"path": path, "follow": False}))
@@ -135,23 +199,86 @@ def file_vocabulary(spec_json: dict[str, Any], path: str) -> dict[str, Any]:
         source.on_bad_row = bad.from_source
     columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
     source.column_types = numeric_columns(pipeline, spec.target, spec.task)
+    space = pipeline.space
+    pending: list[list[pa.Array]] = [[] for _ in space.groups]  # per group: distinct keys
+
+    def add(g: int) -> None:
+        parts = pending[g]
+        if len(parts) > 1 and all(p.type == parts[0].type for p in parts):
+            parts = [pc.unique(pa.concat_arrays(parts))]
+        for part in parts:
+            space.extend(g, part)
+        pending[g] = []
+
     for batch, pos in source.batches(columns):
         batch, _y = clean_batch(
             batch, pipeline, spec.target, spec.task, bad, pos.path, source.batch_lines
         )
-        pipeline.transform(batch, training=True)
-    space = pipeline.space
+        for g, builder in enumerate(pipeline.builders):
+            block = builder.build(batch, training=True)
+            if block.keys is not None:
+                pending[g].append(_distinct_keys(block.keys, space.groups[g]))
+                if sum(len(p) for p in pending[g]) >= VOCABULARY_KEYS:
+                    add(g)
+    for g in range(len(space.groups)):
+        add(g)
     return [space.vocabulary(g) for g in range(len(space.groups))]
 
 
-def _worker_model(spec_json: dict[str, Any], features: dict[str, Any], token: str) -> TrainedModel:
-    model = _WORKER_MODELS.get(token)
-    if model is None:
-        model = TrainedModel.from_spec(_spec_of(spec_json))
-        model.pipeline.load_state_dict(features)
-        _WORKER_MODELS.clear()  # one run's model per process at a time
-        _WORKER_MODELS[token] = model
-    return model
+def _distinct_keys(keys: pa.Array | np.ndarray, group: str) -> pa.Array:
+    """The distinct keys of `keys` in order of first appearance, as the key index compares them
+    (integers and booleans by int64 value, text and bytes by their bytes, anything else as
+    text); ValueError on a null key, as `FeatureSpace.to_chunk` gives."""
+    arr = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(keys)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        raise ValueError(f"builder {group!r} emitted null keys")
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        arr = pc.cast(arr, pa.int64())
+    elif not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)):
+        arr = pc.cast(arr, pa.string())
+    return pc.unique(arr)
+
+
+def _worker_run(spec_json: dict[str, Any], features: dict[str, Any], token: str) -> _WorkerRun:
+    with _WORKER_LOCK:
+        run = _WORKER_RUNS.get(token)
+        if run is None:
+            _WORKER_RUNS.clear()  # one run per process at a time
+            run = _WORKER_RUNS[token] = _WorkerRun(spec_json, features)
+        return run
+
+
+def _open_share(
+    run: _WorkerRun,
+    pipeline: FeaturePipeline,
+    files: list[str],
+    stream: dict[str, Any],
+    bad: BadRows,
+) -> _OpenShare:
+    """The share's reader at `stream`: the one the last task on this worker left there if it is
+    (then reading goes on without reopening and seeking the file), else a new one resuming at
+    `stream`. Either yields the same batches (SourceStream resumes exactly after a batch)."""
+    with run.lock:
+        share = run.open.pop(tuple(files), None)
+    if share is not None and share.state == stream:
+        share.bad = bad
+        return share
+    spec = run.spec
+    config = spec.source.model_copy(update={"path": list(files), "follow": False})
+    columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
+    holder: list[_OpenShare] = []
+    reader = SourceStream(
+        config,
+        columns,
+        on_bad_row=None if bad.policy == "fail" else (lambda row: holder[0].bad.from_source(row)),
+        column_types=numeric_columns(pipeline, spec.target, spec.task),
+    )
+    share = _OpenShare(reader, copy_state(stream), bad)
+    holder.append(share)
+    return share
 
 
 def learn_share(
@@ -166,55 +293,51 @@ def learn_share(
     """Task: learn up to `max_rows` rows of `files` from `stream` (a SourceStream state),
     starting from `learner_state`. Returns the learner's state, the stream's, the rows read and
     learnt, the skipped rows, the progressive metrics' state, whether the share is finished, and
-    a digest of the vocabulary used (the same on every worker)."""
-    model = _worker_model(spec_json, features, token)
-    spec, pipeline, learner = model.spec, model.pipeline, model.learner
-    learner.load_state_dict(copy_state(learner_state))
-    space, params = pipeline.space, learner.params
-    params.ensure_features(space.n_ids)
-    params.group[: space.n_ids] = space.id_group[: space.n_ids]
-    bad = _bad_rows(spec)
-    config = spec.source.model_copy(update={"path": list(files), "follow": False})
-    columns = list(dict.fromkeys([*pipeline.columns(), spec.target.column]))
-    reader = SourceStream(
-        config,
-        columns,
-        on_bad_row=None if bad.policy == "fail" else bad.from_source,
-        column_types=numeric_columns(pipeline, spec.target, spec.task),
-    )
-    stream = copy_state(stream)
-    progressive = MetricSet(spec.metric_names())
-    read = learnt = 0
-    finished = True
-    for batch, pos in reader.batches(stream):
-        read += batch.num_rows
-        batch, y = clean_batch(
-            batch, pipeline, spec.target, spec.task, bad, pos.path, reader.batch_lines
-        )
-        chunk = pipeline.transform(batch, training=False)
-        if chunk.n_rows:
-            progressive.update(y, learner.learn(chunk, y))
-            learnt += chunk.n_rows
-        if learnt >= max_rows:
-            finished = False
-            break
-    learner.check_finite()
-    return {
-        "learner": copy_state(learner.state_dict()),
-        "stream": stream,
-        "read": read,
-        "learnt": learnt,
-        "skipped": bad.skipped,
-        "metrics": progressive.state_dict(),
-        "finished": finished,
-        "vocabulary": vocabulary_digest(space),
-    }
+    a digest of the vocabulary used (the same on every worker).
+
+    `token` names the run (its spec and vocabulary): a worker builds the model once per run and
+    keeps each share's reader open where its task stopped, for the share's next task."""
+    run = _worker_run(spec_json, features, token)
+    with run.model() as (model, vocabulary):
+        spec, pipeline, learner = run.spec, model.pipeline, model.learner
+        learner.load_state_dict(copy_state(learner_state))  # the task's input stays as it was
+        space, params = pipeline.space, learner.params
+        params.ensure_features(space.n_ids)
+        params.group[: space.n_ids] = space.id_group[: space.n_ids]
+        bad = _bad_rows(spec)
+        share = _open_share(run, pipeline, files, stream, bad)
+        progressive = MetricSet(spec.metric_names())
+        read = learnt = 0
+        finished = True
+        for batch, pos in share.batches:
+            read += batch.num_rows
+            batch, y = clean_batch(
+                batch, pipeline, spec.target, spec.task, bad, pos.path, share.reader.batch_lines
+            )
+            chunk = pipeline.transform(batch, training=False)
+            if chunk.n_rows:
+                progressive.update(y, learner.learn(chunk, y))
+                learnt += chunk.n_rows
+            if learnt >= max_rows:
+                finished = False
+                with run.lock:
+                    run.open[tuple(files)] = share  # the share's next task goes on from here
+                break
+        learner.check_finite()
+        return {
+            "learner": copy_state(learner.state_dict()),
+            "stream": copy_state(share.state),
+            "read": read,
+            "learnt": learnt,
+            "skipped": bad.skipped,
+            "metrics": progressive.state_dict(),
+            "finished": finished,
+            "vocabulary": vocabulary,
+        }
 
 
 def vocabulary_digest(space) -> str:
     """sha256 of a feature space's groups, keys and ids (equal digests: equal vocabularies)."""
-    import hashlib
-
     h = hashlib.sha256()
     for g, name in enumerate(space.groups):
         ids, keys = space.vocabulary(g)
@@ -243,20 +366,32 @@ def combine_learners(base: dict[str, Any], results: list[tuple[int, dict[str, An
     results = [r for r in results if r[0] > 0]
     if not results:
         return base
-    out = copy_state(results[0][1])
-    params = out["params"]
+    first = results[0][1]
+    # The first task's state but for the arrays replaced below (not copied only to be dropped).
+    out = copy_state({k: v for k, v in first.items() if k != "params"})
+    params = out["params"] = {
+        k: v if k in PARAM_ARRAYS else copy_state(v) for k, v in first["params"].items()
+    }
     rows = np.array([r[0] for r in results], dtype=np.float64)
     for name in PARAM_ARRAYS:
         if name not in params:
             continue
+        dtype = np.asarray(params[name]).dtype
         before = np.asarray(base["params"][name], dtype=np.float64)
-        deltas = np.array([np.asarray(r[1]["params"][name], dtype=np.float64) for r in results])
-        deltas -= before
         if name in ("w0", "acc_w0"):  # every case's coordinate: the row-weighted mean change
-            change = np.tensordot(rows / rows.sum(), deltas, axes=1)
-        else:  # the sum of the changes: what one process would have done, to first order
-            change = deltas.sum(axis=0)
-        params[name] = (before + change).astype(np.asarray(params[name]).dtype)
+            deltas = np.array([np.asarray(r[1]["params"][name], np.float64) for r in results])
+            deltas -= before
+            params[name] = (before + np.tensordot(rows / rows.sum(), deltas, axes=1)).astype(dtype)
+            continue
+        # The sum of the changes, task by task (as a sum over a stacked axis adds them, without
+        # stacking them): what one process would have done, to first order.
+        change = np.asarray(results[0][1]["params"][name], dtype=np.float64) - before
+        for r in results[1:]:
+            delta = np.asarray(r[1]["params"][name], dtype=np.float64)
+            delta -= before
+            change += delta
+        change += before
+        params[name] = change.astype(dtype)
     out["t"] = int(base["t"]) + sum(int(r[1]["t"]) - int(base["t"]) for r in results)
     lows = [r[1]["target_range"][0] for r in results if r[1]["target_range"][0] is not None]
     highs = [r[1]["target_range"][1] for r in results if r[1]["target_range"][1] is not None]
@@ -356,8 +491,12 @@ class DistributedTrainer:
         if not (self.resume and self._restore()):
             self._collect_vocabulary()
         features = copy_state(self.model.pipeline.state_dict())
-        token = vocabulary_digest(self.model.pipeline.space)
-        self.vocabularies.add(token)
+        vocabulary = vocabulary_digest(self.model.pipeline.space)
+        self.vocabularies.add(vocabulary)
+        # The run's name for the workers' caches (model, open readers): its vocabulary and spec.
+        token = hashlib.sha256(
+            (vocabulary + json.dumps(self.spec_json, sort_keys=True)).encode()
+        ).hexdigest()
         run = self.run
         if run["shares"] is None:
             n = max(1, min(len(self.files), self.shares))
@@ -387,7 +526,8 @@ class DistributedTrainer:
 
     def _round(self, features: dict[str, Any], token: str) -> None:
         run = self.run
-        base = copy_state(self.model.learner.state_dict())
+        # Views of the live arrays: they stay as they are until the merged state replaces them.
+        base = self.model.learner.state_dict()
         todo = [i for i, done in enumerate(run["finished"]) if not done]
         results = self._gather_round(features, token, base, todo)
         for i, res in zip(todo, results, strict=True):
@@ -411,26 +551,32 @@ class DistributedTrainer:
             self.on_round(self, run["round"])
 
     def _gather_round(self, features, token, base, todo) -> list[dict[str, Any]]:
-        """The results of one round's tasks. The vocabulary is sent to the workers once; a round
-        whose copy of it went with a dead worker is run again with a new one (tasks are pure:
-        the same results)."""
+        """The results of one round's tasks. The vocabulary is sent to the workers once, the
+        round's starting parameters once per worker (not inside every task); a round whose copy
+        of either went with a dead worker is run again with new ones (tasks are pure: the same
+        results). Share i's tasks go to the i-th worker (by address) while it lives, where the
+        share's reader stands open after its last task; any worker gives the same result."""
         from distributed.client import FutureCancelledError
 
         for attempt in range(3):
             if attempt or self._features_future is None:
                 self._features_future = self.client.scatter(features, broadcast=True, hash=False)
+            workers = sorted(self.client.nthreads())
+            base_future = self.client.scatter([base], broadcast=True, hash=False)[0]
             futures = [
                 self.client.submit(
                     learn_share,
                     self.spec_json,
                     self._features_future,
                     token,
-                    base,
+                    base_future,
                     self.run["shares"][i],
                     self.run["streams"][i],
                     self.config.sync_every_rows,
                     pure=False,
                     retries=3,
+                    workers=[workers[i % len(workers)]] if workers else None,
+                    allow_other_workers=True,
                 )
                 for i in todo
             ]

@@ -202,3 +202,150 @@ def test_the_cli_trains_on_a_local_cluster(data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "trained 20,000 rows" in r.stdout
     assert (tmp_path / "out" / "model.sfm").exists()
+
+
+def test_a_different_spec_on_the_same_cluster_is_not_learnt_with_the_last_one(
+    data, tmp_path, client
+):
+    # Same files, so the same vocabulary: the workers' cached model must not be the last run's.
+    fast = DistributedTrainer(spec_of(data, tmp_path / "a", epochs=1), client).train()
+    slow_spec = spec_of(data, tmp_path / "b", epochs=1, learning_rate=0.02)
+    slow = DistributedTrainer(slow_spec, client).train()
+    assert not np.array_equal(fast.model.learner.params.V, slow.model.learner.params.V)
+    fresh, cluster = connect("local:2", 2)  # workers that never saw the first run
+    try:
+        again = DistributedTrainer(slow_spec, fresh).train()
+    finally:
+        fresh.close()
+        cluster.close()
+    np.testing.assert_array_equal(slow.model.learner.params.V, again.model.learner.params.V)
+
+
+def test_workers_of_two_threads_give_the_model_of_single_threaded_ones(data, tmp_path, client):
+    from distributed import Client, LocalCluster
+
+    ref = DistributedTrainer(spec_of(data, tmp_path / "ref", epochs=1), client).train()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster,
+        Client(cluster) as threaded,
+    ):
+        got = DistributedTrainer(spec_of(data, tmp_path / "t", epochs=1), threaded).train()
+    # Two shares' tasks ran side by side in one process, each with a learner of its own.
+    np.testing.assert_array_equal(got.model.learner.params.V, ref.model.learner.params.V)
+
+
+def _share_inputs(data, tmp_path):
+    """What the driver sends a share's first task: spec, vocabulary, token, learner state."""
+    from streamfm.distributed import file_vocabulary, merge_vocabularies
+    from streamfm.store.trained import TrainedModel
+
+    spec = spec_of(data, tmp_path, epochs=1)
+    spec_json = spec.model_dump(mode="json")
+    files = [str(data / "train-0.libfm"), str(data / "train-1.libfm")]
+    model = TrainedModel.from_spec(spec)
+    merge_vocabularies(model.pipeline, [file_vocabulary(spec_json, f) for f in files])
+    space = model.pipeline.space
+    model.learner.params.ensure_features(space.n_ids)
+    model.learner.params.group[: space.n_ids] = space.id_group[: space.n_ids]
+    features = model.pipeline.state_dict()
+    return spec_json, features, model.learner.state_dict(), files
+
+
+def test_a_share_s_next_task_reads_on_where_the_last_one_stopped(data, tmp_path, monkeypatch):
+    import streamfm.distributed as dist
+    from streamfm.sources.base import Reader
+
+    spec_json, features, learner, files = _share_inputs(data, tmp_path)
+    start = {"done": [], "current": None}
+    opened = []
+    real_read = Reader.read
+
+    def read(self, path, columns=None, start=None, **kw):
+        opened.append((path, None if start is None else start.row))
+        return real_read(self, path, columns, start, **kw)
+
+    monkeypatch.setattr(Reader, "read", read)
+    dist._WORKER_RUNS.clear()
+    first = dist.learn_share(spec_json, features, "run-a", learner, files, start, 3_000)
+    assert first["stream"]["current"]["row"] == 3_000 and not first["finished"]
+    assert opened == [(files[0], None)]
+    second = dist.learn_share(
+        spec_json, features, "run-a", first["learner"], files, first["stream"], 3_000
+    )
+    # The reader left open went on: the file was not opened again and read up to row 3,000.
+    assert opened == [(files[0], None), (files[1], None)]
+    current = second["stream"]["current"]
+    assert (current["path"], current["row"]) == (files[1], 1_000)
+
+    # A worker without that reader (a new one, or the task retried elsewhere) resumes at the
+    # position and gives the same result.
+    dist._WORKER_RUNS.clear()
+    opened.clear()
+    again = dist.learn_share(
+        spec_json, features, "run-a", first["learner"], files, first["stream"], 3_000
+    )
+    assert opened == [(files[0], 3_000), (files[1], None)]
+    assert again["stream"] == second["stream"] and again["read"] == second["read"] == 3_000
+    for name in ("w0", "w", "V", "acc_w", "acc_V"):
+        np.testing.assert_array_equal(
+            again["learner"]["params"][name], second["learner"]["params"][name]
+        )
+
+
+@pytest.mark.parametrize("held", [1 << 20, 300])  # keys held before adding: the file's, or a few
+def test_the_vocabulary_pass_gives_the_ids_a_training_transform_gives(tmp_path, monkeypatch, held):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import streamfm.distributed as dist
+    from streamfm.distributed import file_vocabulary
+    from streamfm.features.pipeline import FeaturePipeline
+
+    monkeypatch.setattr(dist, "VOCABULARY_KEYS", held)
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    table = pa.table(
+        {
+            "user": rng.integers(0, 700, n),
+            "item": [f"i{v}" for v in rng.integers(0, 300, n)],
+            "tags": [[f"t{t}" for t in rng.integers(0, 50, rng.integers(0, 4))] for _ in range(n)],
+            "age": rng.uniform(10, 80, n),
+            "y": rng.uniform(1, 5, n),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=1_500)
+    spec = parse_spec(
+        {
+            "source": {"path": str(tmp_path / "t.parquet"), "batch_size": 700},
+            "target": "y",
+            "features": [
+                {"type": "categorical", "columns": ["user"]},
+                {"type": "categorical", "columns": ["user", "item"]},  # a cross
+                {"type": "set", "column": "tags"},  # several keys a row, some rows none
+                {"type": "numeric", "columns": ["age"], "bins": [20, 40, 60]},  # reserved ids
+                {"type": "categorical", "columns": ["item"]},
+            ],
+            "output": {"dir": str(tmp_path / "out")},
+        }
+    )
+    got = file_vocabulary(spec.model_dump(mode="json"), str(tmp_path / "t.parquet"))
+    pipeline = FeaturePipeline.from_specs(spec.builders())
+    for batch in pq.ParquetFile(tmp_path / "t.parquet").iter_batches(batch_size=700):
+        pipeline.transform(batch, training=True)
+    for g, (ids, keys) in enumerate(got):
+        want_ids, want_keys = pipeline.space.vocabulary(g)
+        # Per group, the same keys in the same order of ids (the driver numbers them anew).
+        assert keys.take(np.argsort(ids)).equals(want_keys.take(np.argsort(want_ids))), g
+
+
+def test_local_workers_keep_glibc_s_malloc_defaults(monkeypatch):
+    # Dask's nanny would set MALLOC_TRIM_THRESHOLD_=65536 (a task learnt 1.6x slower with it).
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    c, cluster = connect("local:1", 1)
+    try:
+        seen = c.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    finally:
+        c.close()
+        cluster.close()
+    assert set(seen.values()) == {None}
