@@ -113,9 +113,12 @@ class ItemCatalogue:
         """Room for `more_items` new items with `more_entries` entries, and for feature ids
         below `n_features` in the id -> item look-up."""
         n, e = self.n_items, int(self.sizes[1])
-        self._fid = _grown(self._fid, n + more_items)
-        self._counts = _grown(self._counts, n + more_items)
-        self._indptr = _grown(self._indptr, n + more_items + 1)
+        # An item is a feature id, so there are never more than n_features items: the bound
+        # keeps the arrays (and the popularity tree sized to them) from growing with each chunk.
+        items = min(n + more_items, n_features)
+        self._fid = _grown(self._fid, items)
+        self._counts = _grown(self._counts, items)
+        self._indptr = _grown(self._indptr, items + 1)
         self._indices = _grown(self._indices, e + more_entries)
         self._values = _grown(self._values, e + more_entries)
         self._index_of = _grown(self._index_of, n_features, fill=-1)

@@ -161,7 +161,10 @@ class RecentPositives:
         return int(self.sizes[0])
 
     def reserve(self, n_features: int, more_users: int) -> None:
-        need = self.n_users + more_users
+        """Room for `more_users` new users with feature ids below `n_features`."""
+        # A user is a feature id, so there are never more than n_features rings: the bound keeps
+        # a large chunk from reallocating every ring on each call.
+        need = min(self.n_users + more_users, n_features)
         if self.rings.shape[0] < need:
             cap = max(_MIN, self.rings.shape[0])
             while cap < need:

@@ -282,7 +282,8 @@ def _rank_pass(
             pos_item = i
         if positive:
             c_counts[pos_item] += 1
-            fenwick_add(bit, pos_item, 1)
+            if popularity:  # only popularity draws read the tree
+                fenwick_add(bit, pos_item, 1)
             if user_fid >= 0:
                 if slot < 0:
                     slot = r_sizes[0]
@@ -404,7 +405,9 @@ class RankingLearner(SGDLearner):
         cat, recent = self.catalogue, self.recent
         cat.reserve(p.n_features, n, int(chunk.indices.shape[0]))
         recent.reserve(p.n_features, n)
-        bit = self._fenwick()
+        popularity = neg.sampler == "popularity"
+        # Only popularity draws read the tree: uniform ones neither build nor update it.
+        bit = self._fenwick() if popularity else np.zeros(1, dtype=np.int64)
         zero = np.zeros(1, dtype=p.w0.dtype)
         width = max(max_row, 1)
         scratch = (
@@ -438,7 +441,7 @@ class RankingLearner(SGDLearner):
                 (
                     negatives_key(self.seed),
                     int(neg.per_positive),
-                    neg.sampler == "popularity",
+                    popularity,
                     bool(neg.exclude_seen),
                     int(neg.max_tries),
                     bit,
