@@ -76,8 +76,8 @@ def tiny_file(folder: Path, rows: int) -> Path:
     return path
 
 
-def streamfm(code: Path, *args: str) -> list[str]:
-    """A command running the streamfm CLI of the tree `code` (its console-script entry point)."""
+def streamfm(*args: str) -> list[str]:
+    """A command running the streamfm CLI's entry point (of the tree that `env_of` puts first)."""
     return [sys.executable, "-c", "import streamfm.cli as c; c.run()", *args]
 
 
@@ -132,13 +132,13 @@ def main() -> None:
             [sys.executable, "-c", f"{DEPENDENCIES}; import floor_kernel; floor_kernel.one(1.0)"],
             {"PYTHONPATH": str(work), "PATH": "/usr/bin:/bin"},
         ),
-        "streamfm --help": (streamfm(ROOT, "--help"), env_of(ROOT)),
+        "streamfm --help": (streamfm("--help"), env_of(ROOT)),
     }
     for label, code in codes.items():
         spec = work / f"spec-{len(cases)}.yaml"
         spec.write_text(SPEC.format(data=data, out=work / f"run-{len(cases)}"))
         cases[f"streamfm train, {args.rows:,} rows ({label})"] = (
-            streamfm(code, "train", str(spec), "-q", "--overwrite"),
+            streamfm("train", str(spec), "-q", "--overwrite"),
             env_of(code),
         )
     results: dict[str, list[tuple[float, float, float]]] = {c: [] for c in cases}

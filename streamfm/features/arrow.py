@@ -91,8 +91,9 @@ def flatten_list(col: pa.Array) -> tuple[np.ndarray, pa.Array]:
     if col.null_count:
         # A null list may still own a range of values: drop them by rebuilding the offsets.
         lengths = np.diff(offsets)
-        lengths[~to_numpy(col.is_valid())] = 0
-        keep = np.repeat(to_numpy(col.is_valid()), np.diff(offsets))
+        valid = to_numpy(col.is_valid())
+        keep = np.repeat(valid, lengths)
+        lengths[~valid] = 0
         flat = flat.filter(from_numpy(keep))
         indptr = np.zeros(len(col) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])

@@ -272,14 +272,20 @@ def _update_w(col_ptr, row_index, col_values, e, w, group, w_mu, w_lambda, alpha
     return 0
 
 
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _factor_row(indptr, indices, values, V, f, r):
+    """Σ_i v_if x_ri of CSR row r (its non-zeros in order)."""
+    s = 0.0
+    for nz in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
+        s += V[np.uint64(indices[nz]), f] * np.float64(values[nz])
+    return s
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def factor_cache(indptr, indices, values, V, f, q):
     """q_r = Σ_i v_if x_ri for every CSR row r (O(nnz), rows in order)."""
     for r in range(indptr.shape[0] - 1):
-        s = 0.0
-        for nz in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
-            s += V[np.uint64(indices[nz]), f] * np.float64(values[nz])
-        q[r] = s
+        q[r] = _factor_row(indptr, indices, values, V, f, r)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -387,10 +393,7 @@ def sweep_v_parallel(level_ptr, features, col_ptr, row_index, col_values, e, q, 
 def factor_cache_parallel(indptr, indices, values, V, f, q):
     """``factor_cache`` with the rows on numba's threads (each q_r alone: the same values)."""
     for r in prange(indptr.shape[0] - 1):
-        s = 0.0
-        for nz in range(np.uint64(indptr[r]), np.uint64(indptr[r + 1])):
-            s += V[np.uint64(indices[nz]), f] * np.float64(values[nz])
-        q[r] = s
+        q[r] = _factor_row(indptr, indices, values, V, f, r)
 
 
 # --- hyper-parameters ----------------------------------------------------------------------------
