@@ -462,7 +462,9 @@ class SGDLearner(LearnerHooks):
         self.group_regularization: dict[int, GroupRegularization] = dict(group_regularization or {})
         self._regs: tuple[np.ndarray, np.ndarray] | None = None
         self._regs_seen = 0  # features whose groups the per-group arrays cover
-        self.last_layout = ""  # the row layout of the last chunk learnt: "csr" or "fixed"
+        # the row layout of the last chunk learnt: "csr" or "fixed" ("mf": the ranking
+        # learner's MF-layout BPR kernel)
+        self.last_layout = ""
 
     # --- regularisation by group
     def _group_regs(self) -> tuple[np.ndarray, np.ndarray]:
