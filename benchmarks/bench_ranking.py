@@ -261,13 +261,14 @@ def streamfm_runs(split: Split, params: dict, seed: int, *, genres: bool) -> np.
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "popularity": [{}],
+    # 24 settings each, as many as LightFM's grid: rate, passes, L2 and negatives per positive
     "streamfm MF-BPR": [
-        {"k": 64, "lr": lr, "epochs": e, "reg": 0.001}
-        for lr, e in itertools.product([0.05, 0.1], [10, 30])
+        {"k": 64, "lr": lr, "epochs": e, "reg": reg, "negatives": n}
+        for lr, e, reg, n in itertools.product([0.05, 0.1], [10, 30], [1e-4, 1e-3, 1e-2], [1, 4])
     ],
     "streamfm FM + genres + sequence": [
-        {"k": 64, "lr": lr, "epochs": e, "reg": 0.001, "length": 5}
-        for lr, e in itertools.product([0.05, 0.1], [10, 30])
+        {"k": 64, "lr": lr, "epochs": e, "reg": reg, "negatives": n, "length": 5}
+        for lr, e, reg, n in itertools.product([0.05, 0.1], [10, 30], [1e-4, 1e-3, 1e-2], [1, 4])
     ],
     "implicit BPR": [
         {"factors": f, "learning_rate": lr, "regularization": reg, "iterations": it}
