@@ -159,6 +159,14 @@ class NegativesConfig(StrictModel):
         "positive events so far (popularity); never the positive itself",
     )
     per_positive: int = Field(1, ge=1, le=1000, description="negatives per positive event")
+    candidates: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="adaptive sampling: each negative is the highest scored (by the model "
+        "before the event's steps) of this many draws of `sampler` (the hard negatives of "
+        "Rendle & Freudenthaler, WSDM 2014, by oversampling); 1: plain sampling",
+    )
     exclude_seen: bool = Field(
         False,
         description="never draw an item among the user's last `recent` positives (needs "

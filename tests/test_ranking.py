@@ -334,3 +334,52 @@ def test_spec_errors_name_the_key(over, message):
 def test_ranking_section_only_for_ranking():
     with pytest.raises(SpecError, match="ranking: only for task ranking"):
         ranking_spec(task="regression", target="y")
+
+
+@pytest.mark.parametrize("item_features", [[], ["genre"]])  # the MF and the CSR kernel
+def test_adaptive_negative_is_the_highest_scored_of_its_candidates(item_features):
+    """candidates: 4: the step's negative is the argmax of the model's scores (before the step)
+    over the 4 draws sample_negatives gives for that event (slots m * 4 + c)."""
+    features = FEATURES if item_features else FEATURES[:2]
+    spec = ranking_spec(
+        features=features,
+        ranking={
+            "item": "item",
+            "item_features": item_features,
+            "negatives": {"sampler": "uniform", "per_positive": 1, "candidates": 4},
+        },
+    )
+    model = TrainedModel.from_spec(spec)
+    rows = [{"user": f"u{i % 3}", "item": f"i{i}", "genre": f"g{i % 2}"} for i in range(12)]
+    if not item_features:
+        rows = [{k: v for k, v in r.items() if k != "genre"} for r in rows]
+    _learn_rows(model, rows)
+    learner, cat = model.learner, model.learner.catalogue
+    p = learner.params
+    event = {"user": "u1", "item": "new"} | ({"genre": "g0"} if item_features else {})
+    batch = pa.RecordBatch.from_pylist([event])
+    chunk = model.pipeline.transform(batch, training=True)
+    model.sync_features()
+    draws = sample_negatives(
+        negatives_key(spec.model.seed), np.array([learner.t]), np.array([-1]), cat.n_items, 4,
+        False, cat.counts, False, np.full((1, 1), -1, np.int32), np.array([-1]), 20,
+    )[0]  # fmt: skip
+    theta = _theta(p)
+    n = p.n_features
+    context = np.zeros(n)
+    for nz in range(chunk.indptr[0], chunk.indptr[1]):
+        if p.group[chunk.indices[nz]] not in learner.item_groups:
+            context[chunk.indices[nz]] = chunk.values[nz]
+    scores = []
+    for c in draws:
+        x = context.copy()
+        a, b = cat.indptr[c], cat.indptr[c + 1]
+        x[cat.indices[a:b]] += cat.values[a:b]
+        scores.append(fm(theta, x))
+    best = int(draws[int(np.argmax(scores))])
+    assert len(set(np.round(scores, 9))) > 1  # the draws differ: argmax means something
+    before = p.w[cat.item_fid].copy()
+    learner.learn(chunk, np.ones(1))
+    moved = np.flatnonzero(p.w[cat.item_fid[: len(before)]] != before)
+    assert list(moved) == [best]
+    assert learner.last_layout == ("csr" if item_features else "mf")

@@ -16,7 +16,9 @@ MF = [
 ]
 
 
-def _model(method, sampler, per_positive, exclude_seen, features=MF, item_features=()):
+def _model(
+    method, sampler, per_positive, exclude_seen, candidates=1, features=MF, item_features=()
+):
     spec = {
         "source": {"path": "unused.parquet"},
         "task": "ranking",
@@ -28,6 +30,7 @@ def _model(method, sampler, per_positive, exclude_seen, features=MF, item_featur
             "negatives": {
                 "sampler": sampler,
                 "per_positive": per_positive,
+                "candidates": candidates,
                 "exclude_seen": exclude_seen,
                 "recent": 4,
             },
@@ -67,21 +70,24 @@ def _same_state(a, b, path="learner"):
 
 
 @pytest.mark.parametrize(
-    ("method", "sampler", "per_positive", "exclude_seen"),
+    ("method", "sampler", "per_positive", "exclude_seen", "candidates"),
     [
-        ("sgd", "uniform", 1, False),
-        ("sgd", "popularity", 3, True),
-        ("adagrad", "uniform", 4, True),
-        ("adagrad", "popularity", 1, False),
+        ("sgd", "uniform", 1, False, 1),
+        ("sgd", "popularity", 3, True, 1),
+        ("adagrad", "uniform", 4, True, 1),
+        ("adagrad", "popularity", 1, False, 1),
+        ("sgd", "uniform", 2, True, 3),
     ],
 )
-def test_mf_kernel_equals_csr_kernel(monkeypatch, method, sampler, per_positive, exclude_seen):
+def test_mf_kernel_equals_csr_kernel(
+    monkeypatch, method, sampler, per_positive, exclude_seen, candidates
+):
     events, _ = make_implicit_events(n_users=60, n_items=40, events_per_user=15, seed=5)
-    fast = _model(method, sampler, per_positive, exclude_seen)
+    fast = _model(method, sampler, per_positive, exclude_seen, candidates)
     fast_out, layouts = _learn(fast, events, 3)
     assert layouts == ["mf"] * 3
     monkeypatch.setattr(ranking, "mf_layout", lambda *args: False)
-    slow = _model(method, sampler, per_positive, exclude_seen)
+    slow = _model(method, sampler, per_positive, exclude_seen, candidates)
     slow_out, layouts = _learn(slow, events, 3)
     assert layouts == ["csr"] * 3
     for a, b in zip(fast_out, slow_out, strict=True):

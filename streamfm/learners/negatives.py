@@ -17,6 +17,9 @@ A candidate equal to the positive, or (``exclude_seen``) among the user's last `
 positives, is rejected and the next uniform of the slot is used, up to ``max_tries`` times;
 then the positive has one negative fewer. No item is ever returned as a negative of itself.
 
+Adaptive sampling (``negatives.candidates`` c > 1) happens in the kernels: negative m is the
+highest scored of the draws m·c, …, m·c + c − 1 of the event (with c = 1, draw m: plain sampling).
+
 `RecentPositives` is the bounded per-user filter: a ring of the last N positive item indices
 per user (user = a feature id of the `ranking.user` builder), N · 4 bytes per user.
 """

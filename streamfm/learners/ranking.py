@@ -132,7 +132,7 @@ def _rank_pass(
     lr0, decay, power_t, t0 = rate
     is_item, item_group, user_group = groups
     sizes, c_fid, c_counts, c_indptr, c_indices, c_values, index_of = cat
-    key, n_neg, popularity, exclude, max_tries, bit = sampler
+    key, n_neg, n_cand, popularity, exclude, max_tries, bit = sampler
     r_sizes, slot_of, r_users, rings, heads = recent
     cidx, cval, pidx, pval, didx, dxp, dxn, negs, zero = scratch
     row_auc, row_has = stats
@@ -200,18 +200,26 @@ def _rank_pass(
             n_ok = 0
             below = 0.0
             for m in range(n_neg):
-                cand = draw_negative(
-                    key, event, m, n_items, pos_item, popularity, bit, total, exclude, rings,
-                    slot, max_tries,
-                )  # fmt: skip
-                negs[m] = cand
-                if cand < 0:
+                best = -1
+                s_neg = 0.0
+                for c in range(n_cand):  # adaptive: the highest scored of n_cand draws
+                    cand = draw_negative(
+                        key, event, m * n_cand + c, n_items, pos_item, popularity, bit, total,
+                        exclude, rings, slot, max_tries,
+                    )  # fmt: skip
+                    if cand < 0:
+                        continue
+                    pn, _in, sqn = score_row(
+                        c_indptr[cand], c_indptr[cand + 1], c_indices, c_values, zero, w, V,
+                        limit, sn, qn,
+                    )  # fmt: skip
+                    s_c = _combine(pc, sqc, sc, pn, sqn, sn)
+                    if best < 0 or s_c > s_neg:
+                        best = cand
+                        s_neg = s_c
+                negs[m] = best
+                if best < 0:
                     continue
-                pn, _in, sqn = score_row(
-                    c_indptr[cand], c_indptr[cand + 1], c_indices, c_values, zero, w, V,
-                    limit, sn, qn,
-                )  # fmt: skip
-                s_neg = _combine(pc, sqc, sc, pn, sqn, sn)
                 n_ok += 1
                 if s_neg < s_pos:
                     below += 1.0
@@ -326,7 +334,7 @@ def _mf_pass(
     lr0, decay, power_t, t0 = rate
     is_item, item_group, user_group = groups
     sizes, c_fid, c_counts, c_indptr, c_indices, c_values, index_of = cat
-    key, n_neg, popularity, exclude, max_tries, bit = sampler
+    key, n_neg, n_cand, popularity, exclude, max_tries, bit = sampler
     r_sizes, slot_of, r_users, rings, heads = recent
     cidx, cval, pidx, pval, didx, dxp, dxn, negs, zero = scratch
     row_auc, row_has = stats
@@ -392,24 +400,32 @@ def _mf_pass(
             n_ok = 0
             below = 0.0
             for m in range(n_neg):
-                cand = draw_negative(
-                    key, event, m, n_items, pos_item, popularity, bit, total, exclude, rings,
-                    slot, max_tries,
-                )  # fmt: skip
-                negs[m] = cand
-                if cand < 0:
+                best = -1
+                s_neg = 0.0
+                for c in range(n_cand):
+                    cand = draw_negative(
+                        key, event, m * n_cand + c, n_items, pos_item, popularity, bit, total,
+                        exclude, rings, slot, max_tries,
+                    )  # fmt: skip
+                    if cand < 0:
+                        continue
+                    jn = np.uint32(c_indices[c_indptr[cand]])
+                    pn = float(zero[0])
+                    pn += w[jn] * one
+                    sqn = 0.0
+                    inter = 0.0
+                    for f in range(k):
+                        dn = V[jn, f] * one
+                        sqn += 0.0 + dn * dn
+                        t = sc[f] + (0.0 + dn)
+                        inter += t * t
+                    s_c = pc + pn + 0.5 * (inter - sqc - sqn)
+                    if best < 0 or s_c > s_neg:
+                        best = cand
+                        s_neg = s_c
+                negs[m] = best
+                if best < 0:
                     continue
-                jn = np.uint32(c_indices[c_indptr[cand]])
-                pn = float(zero[0])
-                pn += w[jn] * one
-                sqn = 0.0
-                inter = 0.0
-                for f in range(k):
-                    dn = V[jn, f] * one
-                    sqn += 0.0 + dn * dn
-                    t = sc[f] + (0.0 + dn)
-                    inter += t * t
-                s_neg = pc + pn + 0.5 * (inter - sqc - sqn)
                 n_ok += 1
                 if s_neg < s_pos:
                     below += 1.0
@@ -672,6 +688,7 @@ class RankingLearner(SGDLearner):
                 (
                     negatives_key(self.seed),
                     int(neg.per_positive),
+                    int(neg.candidates),
                     popularity,
                     bool(neg.exclude_seen),
                     int(neg.max_tries),
