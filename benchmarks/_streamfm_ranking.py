@@ -61,6 +61,8 @@ def main() -> None:
                 "sampler": "uniform",
                 "per_positive": p.get("negatives", 1),
                 "exclude_seen": True,
+                # only when set: checkouts before negatives.candidates refuse the key
+                **({"candidates": p["candidates"]} if "candidates" in p else {}),
             },
         },
         "model": {"k": p["k"], "seed": job["seed"], "init_std": 0.05},

@@ -266,6 +266,11 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
         {"k": 64, "lr": lr, "epochs": e, "reg": reg, "negatives": n}
         for lr, e, reg, n in itertools.product([0.05, 0.1], [10, 30], [1e-4, 1e-3, 1e-2], [1, 4])
     ],
+    # adaptive negatives: each the highest scored of 5 uniform draws (negatives.candidates)
+    "streamfm MF-BPR, adaptive negatives": [
+        {"k": 64, "lr": lr, "epochs": e, "reg": reg, "negatives": 1, "candidates": 5}
+        for lr, e, reg in itertools.product([0.05, 0.1], [10, 30], [1e-3, 1e-2])
+    ],
     "streamfm FM + genres + sequence": [
         {"k": 64, "lr": lr, "epochs": e, "reg": reg, "negatives": n, "length": 5}
         for lr, e, reg, n in itertools.product([0.05, 0.1], [10, 30], [1e-4, 1e-3, 1e-2], [1, 4])
@@ -288,6 +293,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 GRIDS["LightFM WARP"] = GRIDS["LightFM BPR"]
 QUICK = {
     "streamfm MF-BPR": GRIDS["streamfm MF-BPR"][:1],
+    "streamfm MF-BPR, adaptive negatives": GRIDS["streamfm MF-BPR, adaptive negatives"][:1],
     "streamfm FM + genres + sequence": GRIDS["streamfm FM + genres + sequence"][:1],
     "implicit BPR": GRIDS["implicit BPR"][:2],
     "LightFM BPR": GRIDS["LightFM BPR"][:1],
@@ -375,7 +381,11 @@ def main() -> None:
     rows = []
     methods = dict(METHODS)
     reason = streamfm_ranking_available()
-    for name, genres in (("streamfm MF-BPR", False), ("streamfm FM + genres + sequence", True)):
+    for name, genres in (
+        ("streamfm MF-BPR", False),
+        ("streamfm MF-BPR, adaptive negatives", False),
+        ("streamfm FM + genres + sequence", True),
+    ):
         methods[name] = (
             lambda s, p, seed, genres=genres: streamfm_runs(s, p, seed, genres=genres),
             None,
