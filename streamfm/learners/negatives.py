@@ -70,6 +70,17 @@ def fenwick_build(counts, n_items, size):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def fenwick_total(bit, n):
+    """counts[0] + ... + counts[n - 1] of the Fenwick tree `bit`."""
+    total = 0
+    j = n
+    while j > 0:
+        total += bit[j]
+        j -= j & (-j)
+    return total
+
+
+@njit(cache=True, nogil=True, inline="always")
 def fenwick_find(bit, target):
     """The smallest index i with prefix sum counts[0..i] > target (0 <= target < total)."""
     n = bit.shape[0] - 1

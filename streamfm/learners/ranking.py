@@ -41,11 +41,12 @@ from streamfm.learners.negatives import (
     draw_negative,
     fenwick_add,
     fenwick_build,
+    fenwick_total,
     negatives_key,
 )
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import score_row
-from streamfm.learners.sgd import SGDLearner, divergence_error, unallocated_id_error
+from streamfm.learners.sgd import SGDLearner, csr_top, divergence_error, unallocated_id_error
 
 
 @njit(nogil=True, inline="always", error_model="numpy")
@@ -138,10 +139,8 @@ def _rank_pass(
     row_auc, row_has = stats
     k = V.shape[1]
     n_params = w.shape[0]
-    top = np.uint32(0)
-    for nz in range(indices.shape[0]):
-        top = max(top, np.uint32(indices[nz]))
-    if indices.shape[0] > 0 and top >= n_params:
+    top, any_id = csr_top(rows)
+    if any_id and top >= n_params:
         raise IndexError("ranking kernel: a feature id is negative or beyond the parameters")
     limit = np.uint32(n_params)
     sc = np.zeros(k)
@@ -189,13 +188,7 @@ def _rank_pass(
         lr = steps.learning_rate(lr0, decay, power_t, event)
         if positive:
             n_items = sizes[0]
-            total = 0
-            if popularity:
-                total = 0
-                j = n_items
-                while j > 0:  # prefix sum of all counts
-                    total += bit[j]
-                    j -= j & (-j)
+            total = fenwick_total(bit, n_items) if popularity else 0
             # --- draw and score the negatives before any update
             n_ok = 0
             below = 0.0
@@ -340,10 +333,8 @@ def _mf_pass(
     row_auc, row_has = stats
     k = V.shape[1]
     n_params = w.shape[0]
-    top = np.uint32(0)
-    for nz in range(indices.shape[0]):
-        top = max(top, np.uint32(indices[nz]))
-    if indices.shape[0] > 0 and top >= n_params:
+    top, any_id = csr_top(rows)
+    if any_id and top >= n_params:
         raise IndexError("ranking kernel: a feature id is negative or beyond the parameters")
     one = np.float32(1.0)  # every x: products by it are exact, as in the CSR kernel
     sc = np.zeros(k)
@@ -391,12 +382,7 @@ def _mf_pass(
         lr = steps.learning_rate(lr0, decay, power_t, event)
         if positive:
             n_items = sizes[0]
-            total = 0
-            if popularity:
-                j = n_items
-                while j > 0:
-                    total += bit[j]
-                    j -= j & (-j)
+            total = fenwick_total(bit, n_items) if popularity else 0
             n_ok = 0
             below = 0.0
             for m in range(n_neg):

@@ -58,7 +58,7 @@ def _weighted_pass(
 ):  # fmt: skip
     """`_layout_pass` over the rows of a CSR chunk, rows = (indptr, indices, values)."""
     return _layout_pass(
-        rows, _csr_span, _csr_cell, _csr_top, y, weights, order, params, state, regs, rate,
+        rows, _csr_span, _csr_cell, csr_top, y, weights, order, params, state, regs, rate,
         target_range, clip, out, weight_of, output, gradient, observe, step_linear, step_factor,
     )  # fmt: skip
 
@@ -91,7 +91,7 @@ def _csr_cell(rows, r, nz):
 
 
 @njit(nogil=True, inline="always")
-def _csr_top(rows):
+def csr_top(rows):
     """(largest id read as unsigned, whether there is any id): negative ids count as huge."""
     indices = rows[1]
     top = np.uint32(0)
