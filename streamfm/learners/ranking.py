@@ -650,10 +650,9 @@ class RankingLearner(SGDLearner):
         decay = float(cfg.decay) if cfg.schedule == "invscaling" else 0.0
         rule = "adagrad" if p.adagrad else "sgd"
         is_item = self._is_item(top_group)
-        c = cat.arrays()
         mf = rc.loss == "bpr" and mf_layout(
-            chunk.indptr, chunk.indices, chunk.values, p.group, is_item, p.n_features, c[3],
-            c[5], cat.n_items,
+            chunk.indptr, chunk.indices, chunk.values, p.group, is_item, p.n_features,
+            cat.indptr, cat.values, cat.n_items,
         )  # fmt: skip
         kernel = MF_KERNELS[rule] if mf else KERNELS[(rule, rc.loss)]
         self.last_layout = "mf" if mf else "csr"
@@ -670,7 +669,7 @@ class RankingLearner(SGDLearner):
                 (float(cfg.reg_bias), reg_w, reg_v, p.group),
                 (float(cfg.learning_rate), decay, float(cfg.power_t), int(self.t)),
                 (is_item, self.item_group, self.user_group),
-                c,
+                cat.arrays(),
                 (
                     negatives_key(self.seed),
                     int(neg.per_positive),
