@@ -108,6 +108,24 @@ def in_recent(recent, slot, item):
     return False
 
 
+@njit(cache=True, nogil=True, inline="always")
+def ring_add(recent, user_fid, slot, item):
+    """The ring of `user_fid` (its slot, -1: a new user gets the next one) takes `item`;
+    `recent` is `RecentPositives.arrays()`."""
+    sizes, slot_of, users, rings, heads = recent
+    if slot < 0:
+        slot = sizes[0]
+        sizes[0] = slot + 1
+        slot_of[user_fid] = slot
+        users[slot] = user_fid
+        heads[slot] = 0
+        for a in range(rings.shape[1]):
+            rings[slot, a] = -1
+    h = heads[slot]
+    rings[slot, h] = item
+    heads[slot] = h + 1 if h + 1 < rings.shape[1] else 0  # a compare: no division per event
+
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def draw_negative(
     key, event, m, n_items, pos_item, popularity, bit, total, exclude, recent, slot, max_tries

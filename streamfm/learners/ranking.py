@@ -43,6 +43,7 @@ from streamfm.learners.negatives import (
     fenwick_build,
     fenwick_total,
     negatives_key,
+    ring_add,
 )
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import score_row
@@ -87,8 +88,6 @@ def _learn_event(cat, recent, pidx, pval, ni, item_fid, pos_item, user_fid, slot
     """Step 3 of the module docstring: the catalogue takes a new item (its item-side entries
     pidx[:ni], pval[:ni]) and counts the positive; the user's ring takes the item."""
     sizes, c_fid, c_counts, c_indptr, c_indices, c_values, index_of = cat
-    r_sizes, slot_of, r_users, rings, heads = recent
-    n_ring = rings.shape[1]
     if pos_item < 0:
         i = sizes[0]
         e0 = sizes[1]
@@ -107,16 +106,7 @@ def _learn_event(cat, recent, pidx, pval, ni, item_fid, pos_item, user_fid, slot
         if popularity:  # only popularity draws read the tree
             fenwick_add(bit, pos_item, 1)
         if user_fid >= 0:
-            if slot < 0:
-                slot = r_sizes[0]
-                r_sizes[0] = slot + 1
-                slot_of[user_fid] = slot
-                r_users[slot] = user_fid
-                heads[slot] = 0
-                for a2 in range(n_ring):
-                    rings[slot, a2] = -1
-            rings[slot, heads[slot]] = pos_item
-            heads[slot] = (heads[slot] + 1) % n_ring
+            ring_add(recent, user_fid, slot, pos_item)
 
 
 @njit(nogil=True, inline="always", error_model="numpy")
@@ -339,6 +329,7 @@ def _mf_pass(
     one = np.float32(1.0)  # every x: products by it are exact, as in the CSR kernel
     sc = np.zeros(k)
     sp = np.zeros(k)
+    s_negs = np.zeros(max(n_neg, 1))  # the scores of the negatives chosen
     for ii in range(order.shape[0]):
         r = order[ii]
         event = t0 + ii
@@ -410,6 +401,7 @@ def _mf_pass(
                         best = cand
                         s_neg = s_c
                 negs[m] = best
+                s_negs[m] = s_neg
                 if best < 0:
                     continue
                 n_ok += 1
@@ -442,21 +434,24 @@ def _mf_pass(
                         sp[f] = 0.0 + dp
                         sqc += 0.0 + dc * dc
                         sqp += 0.0 + dp * dp
+                if first:  # nothing moved since the scoring: its sums, bit for bit
+                    d = s_pos - s_negs[m]
+                else:
+                    pn = float(zero[0])
+                    pn += w[jn] * one
+                    sqn = 0.0
+                    inter_p = 0.0
+                    inter_n = 0.0
+                    for f in range(k):
+                        dn = V[jn, f] * one
+                        sqn += 0.0 + dn * dn
+                        t = sc[f] + (0.0 + dn)
+                        inter_n += t * t
+                        t = sc[f] + sp[f]
+                        inter_p += t * t
+                    s_neg = pc + pn + 0.5 * (inter_n - sqc - sqn)
+                    d = pc + pp + 0.5 * (inter_p - sqc - sqp) - s_neg
                 first = False
-                pn = float(zero[0])
-                pn += w[jn] * one
-                sqn = 0.0
-                inter_p = 0.0
-                inter_n = 0.0
-                for f in range(k):
-                    dn = V[jn, f] * one
-                    sqn += 0.0 + dn * dn
-                    t = sc[f] + (0.0 + dn)
-                    inter_n += t * t
-                    t = sc[f] + sp[f]
-                    inter_p += t * t
-                s_neg = pc + pn + 0.5 * (inter_n - sqc - sqn)
-                d = pc + pp + 0.5 * (inter_p - sqc - sqp) - s_neg
                 if not math.isfinite(d):
                     return ii
                 g = -sigmoid(-d)
