@@ -5,7 +5,7 @@
 
 Synthetic events (user and item one-hot, power-law popularity), built once into a CSR chunk by
 the spec's builders (`categorical` user, `categorical` item). Timed: `learner.learn(chunk, y)`
-of a learner made from the spec, the best of `--repeats` further passes after a first one, as CPU
+of a learner made from the spec: regression, BPR and BPR through the CSR kernel in turns, the best of `--repeats` such rounds after a first pass, as CPU
 time of this process (single-threaded kernels). Regression: SGD on a random rating, one case per
 row. Ranking: `task: ranking`, `loss: bpr`, uniform negatives, `per_positive` n; a row is n
 (positive, negative) pairs, so its cases per second per negative is rows/s x n. Target of issue 10:
@@ -65,17 +65,36 @@ def model_of(task: str, k: int, negatives: int) -> TrainedModel:
     return TrainedModel.from_spec(parse_spec(spec))
 
 
-def cpu_seconds_of_pass(model: TrainedModel, chunk, y, repeats: int) -> float:
-    """Best CPU time of learning the chunk once more (as in a later epoch: the catalogue and
-    parameters already hold every item and feature)."""
-    model.sync_features()
-    model.learner.learn(chunk, y)  # compiles; the catalogue takes every item
-    best = float("inf")
+def best_cpu_seconds(passes: dict, repeats: int) -> dict[str, float]:
+    """Best CPU time of each named pass (a callable learning its chunk once more, as in a later
+    epoch: the catalogue and parameters already hold every item and feature), the passes run in
+    turns `repeats` times so that a busy moment of the machine slows them all alike."""
+    for run in passes.values():
+        run()  # compiles; the catalogue takes every item
+    best = dict.fromkeys(passes, float("inf"))
     for _ in range(repeats):
-        t0 = time.process_time()
-        model.learner.learn(chunk, y)
-        best = min(best, time.process_time() - t0)
+        for name, run in passes.items():
+            t0 = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - t0)
     return best
+
+
+def learning_pass(model: TrainedModel, chunk, y, csr: bool = False):
+    """A callable that learns `chunk` once; `csr` forces the general CSR ranking kernel."""
+    model.sync_features()
+
+    def run() -> None:
+        if not csr:
+            model.learner.learn(chunk, y)
+            return
+        mf_layout, ranking.mf_layout = ranking.mf_layout, lambda *a: False
+        try:
+            model.learner.learn(chunk, y)
+        finally:
+            ranking.mf_layout = mf_layout
+
+    return run
 
 
 def main() -> None:
@@ -93,21 +112,24 @@ def main() -> None:
         reg = model_of("regression", k, 1)
         chunk = reg.pipeline.transform(table, training=True)
         y = table.column("rating").to_numpy().astype(np.float64)
-        reg_rate = args.rows / cpu_seconds_of_pass(reg, chunk, y, args.repeats)
         for n in args.negatives:
             rank = model_of("ranking", k, n)
             rchunk = rank.pipeline.transform(table, training=True)
             ones = np.ones(args.rows)
-            per_negative = args.rows * n / cpu_seconds_of_pass(rank, rchunk, ones, args.repeats)
+            csr = model_of("ranking", k, n)  # the same events through the CSR kernel
+            cchunk = csr.pipeline.transform(table, training=True)
+            best = best_cpu_seconds(
+                {
+                    "regression": learning_pass(reg, chunk, y),
+                    "bpr": learning_pass(rank, rchunk, ones),
+                    "csr": learning_pass(csr, cchunk, ones, csr=True),
+                },
+                args.repeats,
+            )
             layout = rank.learner.last_layout
-            # the same events through the general CSR kernel, side by side
-            mf_layout, ranking.mf_layout = ranking.mf_layout, lambda *a: False
-            try:
-                csr = model_of("ranking", k, n)
-                cchunk = csr.pipeline.transform(table, training=True)
-                csr_rate = args.rows * n / cpu_seconds_of_pass(csr, cchunk, ones, args.repeats)
-            finally:
-                ranking.mf_layout = mf_layout
+            reg_rate = args.rows / best["regression"]
+            per_negative = args.rows * n / best["bpr"]
+            csr_rate = args.rows * n / best["csr"]
             ratio = per_negative / reg_rate
             print(
                 f"k {k}, {n} negatives: regression {reg_rate / 1e6:.2f} M cases/s, "
@@ -128,7 +150,9 @@ def main() -> None:
             "",
             f"{args.rows:,} synthetic events ({args.users:,} users, {args.items:,} items, one-hot "
             "each), built once by the spec's builders; `learner.learn` on the whole chunk again "
-            f"(a later epoch), CPU time, best of {args.repeats} after a first pass. SGD, constant rate. BPR: "
+            f"(a later epoch), CPU time; the three passes of a row (regression, BPR, BPR through the CSR "
+            f"kernel) run in turns, {args.repeats} times after a first pass, best of each. SGD, "
+            "constant rate. BPR: "
             "uniform negatives (the sampler's time included), one pair per negative. The learner "
             "takes the MF-layout kernel for these rows (one context and one item entry of value "
             "1); the last columns run the same events through the general CSR kernel.",
