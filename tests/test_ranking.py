@@ -383,3 +383,46 @@ def test_adaptive_negative_is_the_highest_scored_of_its_candidates(item_features
     moved = np.flatnonzero(p.w[cat.item_fid[: len(before)]] != before)
     assert list(moved) == [best]
     assert learner.last_layout == ("csr" if item_features else "mf")
+
+
+@pytest.mark.parametrize("exclude_seen", [False, True])
+@pytest.mark.parametrize("layout", ["mf", "csr"])
+def test_rings_hold_each_users_last_positives(events, exclude_seen, layout):
+    """After two chunks the recent-positive rings equal a plain replay of the events (ring of
+    each user in order of first positive, written at the head, the head wrapping), whether the
+    kernel wrote them at once (exclude_seen: its draws read them) or left them for after the
+    pass (`add_pending`), through the MF-layout kernel (user + item) and the CSR one (+ genre)."""
+    size = 3
+    spec = ranking_spec(
+        features=FEATURES if layout == "csr" else FEATURES[:2],
+        ranking={
+            "item": "item",
+            "item_features": ["genre"] if layout == "csr" else [],
+            "negatives": {"per_positive": 2, "exclude_seen": exclude_seen, "recent": size},
+        },
+    )
+    model = TrainedModel.from_spec(spec)
+    table = pq.read_table(events / "a.parquet")
+    rows = table.select(["user", "item", "genre"]).to_pylist()
+    users, items = [], []
+    for part in (rows[:300], rows[300:]):
+        _, chunk = _learn_rows(model, part)
+        assert model.learner.last_layout == layout
+        group = model.learner.params.group
+        for r in range(chunk.n_rows):
+            ids = chunk.indices[chunk.indptr[r] : chunk.indptr[r + 1]]
+            users.append(int(ids[group[ids] == model.learner.user_group][0]))
+            items.append(int(ids[group[ids] == model.learner.item_group][0]))
+    index = model.learner.catalogue.item_index(np.array(items)).tolist()
+    slot, rings, heads = {}, [], []
+    for user, item in zip(users, index, strict=True):
+        s = slot.setdefault(user, len(slot))
+        if s == len(rings):
+            rings.append([-1] * size)
+            heads.append(0)
+        rings[s][heads[s]] = item
+        heads[s] = (heads[s] + 1) % size
+    state = model.learner.recent.state_dict()
+    assert state["users"].tolist() == list(slot)
+    assert state["rings"].tolist() == rings
+    assert state["heads"].tolist() == heads

@@ -46,13 +46,22 @@ def _key(seed):
     return sampling.iteration_key(seed, 0, sampling.STREAM_NEGATIVES)
 
 
+# The functions the ranking kernels call per event (fenwick_add / _total / _find, in_recent,
+# ring_add, draw_negative) take their arrays in tuples and index the tuple where an array is
+# used. numba inlines them, and an array passed as a parameter of an inlined function with a
+# loop or a branch costs two atomic reference-count updates per array and call that its
+# pruner cannot remove (most of the time of a ring write, benchmarks/bench_bpr.py); an item
+# taken from a tuple at its use costs none. `draws` is the kernels' tuple (bit, rings): the
+# Fenwick tree over the item counts and `RecentPositives.rings`.
+
+
 @njit(cache=True, nogil=True, inline="always")
-def fenwick_add(bit, i, delta):
-    """counts[i] += delta in the Fenwick tree `bit` (int64, size n + 1, 1-based)."""
-    n = bit.shape[0] - 1
+def fenwick_add(draws, i, delta):
+    """counts[i] += delta in the Fenwick tree draws[0] (int64, size n + 1, 1-based)."""
+    n = draws[0].shape[0] - 1
     j = i + 1
     while j <= n:
-        bit[j] += delta
+        draws[0][j] += delta
         j += j & (-j)
 
 
@@ -70,20 +79,21 @@ def fenwick_build(counts, n_items, size):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def fenwick_total(bit, n):
-    """counts[0] + ... + counts[n - 1] of the Fenwick tree `bit`."""
+def fenwick_total(draws, n):
+    """counts[0] + ... + counts[n - 1] of the Fenwick tree draws[0]."""
     total = 0
     j = n
     while j > 0:
-        total += bit[j]
+        total += draws[0][j]
         j -= j & (-j)
     return total
 
 
 @njit(cache=True, nogil=True, inline="always")
-def fenwick_find(bit, target):
-    """The smallest index i with prefix sum counts[0..i] > target (0 <= target < total)."""
-    n = bit.shape[0] - 1
+def fenwick_find(draws, target):
+    """The smallest index i with prefix sum counts[0..i] > target (0 <= target < total) in the
+    Fenwick tree draws[0]."""
+    n = draws[0].shape[0] - 1
     step = 1
     while step * 2 <= n:
         step *= 2
@@ -91,19 +101,20 @@ def fenwick_find(bit, target):
     rest = target
     while step > 0:
         nxt = pos + step
-        if nxt <= n and bit[nxt] <= rest:
+        if nxt <= n and draws[0][nxt] <= rest:
             pos = nxt
-            rest -= bit[nxt]
+            rest -= draws[0][nxt]
         step //= 2
     return pos
 
 
 @njit(cache=True, nogil=True, inline="always")
-def in_recent(recent, slot, item):
+def in_recent(draws, slot, item):
+    """Whether `item` is in ring `slot` (-1: none) of draws[1]."""
     if slot < 0:
         return False
-    for a in range(recent.shape[1]):  # noqa: SIM110 - a plain loop in numba
-        if recent[slot, a] == item:
+    for a in range(draws[1].shape[1]):  # noqa: SIM110 - a plain loop in numba
+        if draws[1][slot, a] == item:
             return True
     return False
 
@@ -111,24 +122,33 @@ def in_recent(recent, slot, item):
 @njit(cache=True, nogil=True, inline="always")
 def ring_add(recent, user_fid, slot, item):
     """The ring of `user_fid` (its slot, -1: a new user gets the next one) takes `item`;
-    `recent` is `RecentPositives.arrays()`."""
-    sizes, slot_of, users, rings, heads = recent
+    `recent` is `RecentPositives.arrays()`: (sizes, slot_of, users, rings, heads)."""
     if slot < 0:
-        slot = sizes[0]
-        sizes[0] = slot + 1
-        slot_of[user_fid] = slot
-        users[slot] = user_fid
-        heads[slot] = 0
-        for a in range(rings.shape[1]):
-            rings[slot, a] = -1
-    h = heads[slot]
-    rings[slot, h] = item
-    heads[slot] = h + 1 if h + 1 < rings.shape[1] else 0  # a compare: no division per event
+        slot = recent[0][0]
+        recent[0][0] = slot + 1
+        recent[1][user_fid] = slot
+        recent[2][slot] = user_fid
+        recent[4][slot] = 0
+        for a in range(recent[3].shape[1]):
+            recent[3][slot, a] = -1
+    h = recent[4][slot]
+    recent[3][slot, h] = item
+    recent[4][slot] = h + 1 if h + 1 < recent[3].shape[1] else 0  # a compare, not a division
+
+
+@njit(cache=True, nogil=True)
+def add_pending(recent, pending):
+    """The ring writes a ranking kernel left in pending = (array (n, 2) of (user feature id,
+    item), [n]), in their order: the rings end as if written at once. Empties `pending`."""
+    for e in range(pending[1][0]):
+        user_fid = pending[0][e, 0]
+        ring_add(recent, user_fid, recent[1][user_fid], pending[0][e, 1])
+    pending[1][0] = 0
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def draw_negative(
-    key, event, m, n_items, pos_item, popularity, bit, total, exclude, recent, slot, max_tries
+    key, event, m, n_items, pos_item, popularity, draws, total, exclude, slot, max_tries
 ):
     """Negative m of event `event` (see the module docstring); -1 if none was found."""
     if n_items == 0 or (n_items == 1 and pos_item == 0):
@@ -139,14 +159,14 @@ def draw_negative(
     for c in range(max_tries):
         u = sampling.uniform(s, c)
         if popularity:
-            cand = fenwick_find(bit, np.int64(u * total))
+            cand = fenwick_find(draws, np.int64(u * total))
         else:
             cand = np.int64(u * n_items)
         if cand >= n_items:
             cand = n_items - 1
         if cand == pos_item:
             continue
-        if exclude and in_recent(recent, slot, cand):
+        if exclude and in_recent(draws, slot, cand):
             continue
         return cand
     return -1
@@ -163,11 +183,12 @@ def sample_negatives(
     for i in range(n_items):
         total += counts[i]
     out = np.full((events.shape[0], n_neg), -1, dtype=np.int64)
+    draws = (bit, recent)
     for r in range(events.shape[0]):
         for m in range(n_neg):
             out[r, m] = draw_negative(
-                key, events[r], m, n_items, pos_items[r], popularity, bit, total, exclude,
-                recent, slots[r], max_tries,
+                key, events[r], m, n_items, pos_items[r], popularity, draws, total, exclude,
+                slots[r], max_tries,
             )  # fmt: skip
     return out
 
