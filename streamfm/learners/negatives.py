@@ -146,16 +146,23 @@ def add_pending(recent, pending):
     pending[1][0] = 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def event_key(key, event):
+    """The key of the draws of positive event number `event` (once per event, not per draw)."""
+    return sampling.slot_key(key, event)
+
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def draw_negative(
-    key, event, m, n_items, pos_item, popularity, draws, total, exclude, slot, max_tries
+    event_key, m, n_items, pos_item, popularity, draws, total, exclude, slot, max_tries
 ):
-    """Negative m of event `event` (see the module docstring); -1 if none was found."""
+    """Negative m of the event whose key is `event_key` (`event_key(key, t)`, see the module
+    docstring); -1 if none was found."""
     if n_items == 0 or (n_items == 1 and pos_item == 0):
         return -1
     if popularity and total <= 0:
         return -1
-    s = sampling.slot_key(sampling.slot_key(key, event), m)
+    s = sampling.slot_key(event_key, m)
     for c in range(max_tries):
         u = sampling.uniform(s, c)
         if popularity:
@@ -185,10 +192,11 @@ def sample_negatives(
     out = np.full((events.shape[0], n_neg), -1, dtype=np.int64)
     draws = (bit, recent)
     for r in range(events.shape[0]):
+        ekey = event_key(key, events[r])
         for m in range(n_neg):
             out[r, m] = draw_negative(
-                key, events[r], m, n_items, pos_items[r], popularity, draws, total, exclude,
-                slots[r], max_tries,
+                ekey, m, n_items, pos_items[r], popularity, draws, total, exclude, slots[r],
+                max_tries,
             )  # fmt: skip
     return out
 

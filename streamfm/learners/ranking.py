@@ -40,6 +40,7 @@ from streamfm.learners.negatives import (
     RecentPositives,
     add_pending,
     draw_negative,
+    event_key,
     fenwick_add,
     fenwick_build,
     fenwick_total,
@@ -193,6 +194,7 @@ def _rank_pass(
         if positive:
             n_items = sizes[0]
             total = fenwick_total(draws, n_items) if popularity else 0
+            ekey = event_key(key, event)
             # --- draw and score the negatives before any update
             n_ok = 0
             below = 0.0
@@ -201,7 +203,7 @@ def _rank_pass(
                 s_neg = 0.0
                 for c in range(n_cand):  # adaptive: the highest scored of n_cand draws
                     cand = draw_negative(
-                        key, event, m * n_cand + c, n_items, pos_item, popularity, draws, total,
+                        ekey, m * n_cand + c, n_items, pos_item, popularity, draws, total,
                         exclude, slot, max_tries,
                     )  # fmt: skip
                     if cand < 0:
@@ -390,6 +392,7 @@ def _mf_pass(
         if positive:
             n_items = sizes[0]
             total = fenwick_total(draws, n_items) if popularity else 0
+            ekey = event_key(key, event)
             n_ok = 0
             below = 0.0
             for m in range(n_neg):
@@ -397,7 +400,7 @@ def _mf_pass(
                 s_neg = 0.0
                 for c in range(n_cand):
                     cand = draw_negative(
-                        key, event, m * n_cand + c, n_items, pos_item, popularity, draws, total,
+                        ekey, m * n_cand + c, n_items, pos_item, popularity, draws, total,
                         exclude, slot, max_tries,
                     )  # fmt: skip
                     if cand < 0:
