@@ -48,11 +48,11 @@ def _key(seed):
 
 # The functions the ranking kernels call per event (fenwick_add / _total / _find, in_recent,
 # ring_add, draw_negative) take their arrays in tuples and index the tuple where an array is
-# used. numba inlines them, and an array passed as a parameter of an inlined function with a
-# loop or a branch costs two atomic reference-count updates per array and call that its
-# pruner cannot remove (most of the time of a ring write, benchmarks/bench_bpr.py); an item
-# taken from a tuple at its use costs none. `draws` is the kernels' tuple (bit, rings): the
-# Fenwick tree over the item counts and `RecentPositives.rings`.
+# used. numba inlines them, but left per-call atomic reference-count updates of the arrays
+# that its pruner could not remove when ring_add unpacked `recent` or took the arrays one by
+# one (50-100 ns a call, measured in a loop of ring writes; 9 ns a call as written here). `draws`
+# is the kernels' tuple (bit, rings): the Fenwick tree over the item counts and
+# `RecentPositives.rings`.
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -134,16 +134,6 @@ def ring_add(recent, user_fid, slot, item):
     h = recent[4][slot]
     recent[3][slot, h] = item
     recent[4][slot] = h + 1 if h + 1 < recent[3].shape[1] else 0  # a compare, not a division
-
-
-@njit(cache=True, nogil=True)
-def add_pending(recent, pending):
-    """The ring writes a ranking kernel left in pending = (array (n, 2) of (user feature id,
-    item), [n]), in their order: the rings end as if written at once. Empties `pending`."""
-    for e in range(pending[1][0]):
-        user_fid = pending[0][e, 0]
-        ring_add(recent, user_fid, recent[1][user_fid], pending[0][e, 1])
-    pending[1][0] = 0
 
 
 @njit(cache=True, nogil=True, inline="always")

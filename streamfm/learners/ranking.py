@@ -38,7 +38,6 @@ from streamfm.learners.items import ItemCatalogue
 from streamfm.learners.losses import sigmoid
 from streamfm.learners.negatives import (
     RecentPositives,
-    add_pending,
     draw_negative,
     event_key,
     fenwick_add,
@@ -86,11 +85,15 @@ def _pointwise(
 
 @njit(nogil=True, inline="always", error_model="numpy")
 def _learn_event(cat, recent, entries, ni, item_fid, pos_item, user_fid, slot, positive,
-                 popularity, draws, exclude, pending):  # fmt: skip
-    """Step 3 of the module docstring: the catalogue takes a new item (its item-side entries
-    entries = (pidx, pval), the first ni) and counts the positive; the user's ring takes the
-    item, at once if the draws exclude recent positives, else into `pending`. Arrays come in tuples, indexed at each use (see `learners.negatives`: no reference
-    counting per event)."""
+                 popularity, draws, exclude, pending, ii):  # fmt: skip
+    """Step 3 of the module docstring for the event at position ii of the pass: the catalogue
+    takes a new item (its item-side entries entries = (pidx, pval), the first ni); the tree of
+    popularity draws counts the positive, and so does the user's ring if the draws exclude
+    recent positives. The rest (the item's count; the ring without exclude_seen: no draw of
+    this pass reads them) goes to row ii of `pending` for `_learn_pending` after the pass:
+    stores to scattered places here hold up the pass (deferred: 1.15-1.3x the events/s,
+    side by side with writing them here, k 8 and 32, 1 and 4 negatives), in a loop of their
+    own they overlap. Arrays come in tuples, indexed at each use (see `learners.negatives`)."""
     if pos_item < 0:  # cat: (sizes, fid, counts, indptr, indices, values, index_of)
         i = cat[0][0]
         e0 = cat[0][1]
@@ -105,21 +108,29 @@ def _learn_event(cat, recent, entries, ni, item_fid, pos_item, user_fid, slot, p
         cat[6][item_fid] = i
         pos_item = i
     if positive:
-        cat[2][pos_item] += 1
+        pending[ii, 1] = pos_item
         if popularity:  # only popularity draws read the tree
             fenwick_add(draws, pos_item, 1)
         if user_fid >= 0:
             if exclude:  # the next draws read the rings
                 ring_add(recent, user_fid, slot, pos_item)
             else:
-                # Later, by `add_pending` after the pass: a ring write here is a cache miss
-                # the pass's next loads may wait on; in a loop of its own the misses overlap
-                # (with the tuple-indexed helpers, 1.05-1.1x the events/s at k 8, side by
-                # side with the previous kernel on this shared machine).
-                e = pending[1][0]
-                pending[0][e, 0] = user_fid
-                pending[0][e, 1] = pos_item
-                pending[1][0] = e + 1
+                pending[ii, 0] = user_fid
+
+
+@njit(cache=True, nogil=True)
+def _learn_pending(cat, recent, pending):
+    """What `_learn_event` left in `pending` (int64 (n, 2): per event of the pass, the user
+    whose ring takes the item or -1, the item counted or -1), in event order: the counts and
+    rings end as if written at once."""
+    for e in range(pending.shape[0]):
+        item = pending[e, 1]
+        if item < 0:
+            continue
+        cat[2][item] += 1
+        user_fid = pending[e, 0]
+        if user_fid >= 0:
+            ring_add(recent, user_fid, recent[1][user_fid], item)
 
 
 @njit(nogil=True, inline="always", error_model="numpy")
@@ -312,7 +323,7 @@ def _rank_pass(
                         step_factor(V, acc_V, j, f, v, gr + rv * v, lr)
         # --- the catalogue and the user's recent positives learn the event
         _learn_event(cat, recent, entries, ni, item_fid, pos_item, user_fid, slot, positive,
-                     popularity, draws, exclude, pending)  # fmt: skip
+                     popularity, draws, exclude, pending, ii)  # fmt: skip
     return -1
 
 
@@ -499,7 +510,7 @@ def _mf_pass(
                     gr = g * (xn * (sc[f] + sp[f]) - xp * (sc[f] + sn_f) - v * dsq_n)
                     step_factor(V, acc_V, jn, f, v, gr + rv_n * v, lr)
         _learn_event(cat, recent, entries, 1, item_fid, pos_item, user_fid, slot, positive,
-                     popularity, draws, exclude, pending)  # fmt: skip
+                     popularity, draws, exclude, pending, ii)  # fmt: skip
     return -1
 
 
@@ -648,8 +659,7 @@ class RankingLearner(SGDLearner):
         # Only popularity draws read the tree: uniform ones neither build nor update it.
         bit = self._fenwick() if popularity else np.zeros(1, dtype=np.int64)
         zero = np.zeros(1, dtype=p.w0.dtype)
-        # the ring writes the kernel leaves for after the pass, and their count
-        pending = (np.zeros((0 if neg.exclude_seen else n, 2), np.int64), np.zeros(1, np.int64))
+        pending = np.full((n, 2), -1, dtype=np.int64)  # _learn_event's, for after the pass
         width = max(max_row, 1)
         scratch = (
             np.zeros(width, np.int32),
@@ -703,7 +713,7 @@ class RankingLearner(SGDLearner):
             )
         except IndexError:
             raise unallocated_id_error(p.n_features) from None
-        add_pending(recent.arrays(), pending)  # also after a divergence: the events before it
+        _learn_pending(cat.arrays(), recent.arrays(), pending)  # also after a divergence
         if bad >= 0:
             self.t += int(bad)
             raise divergence_error(
