@@ -84,43 +84,26 @@ def _pointwise(
 
 
 @njit(nogil=True, inline="always", error_model="numpy")
-def _learn_event(cat, recent, entries, ni, item_fid, pos_item, user_fid, slot, positive,
-                 popularity, draws, exclude, pending, ii):  # fmt: skip
-    """Step 3 of the module docstring for the event at position ii of the pass: the catalogue
-    takes a new item (its item-side entries entries = (pidx, pval), the first ni); the tree of
-    popularity draws counts the positive, and so does the user's ring if the draws exclude
-    recent positives. The rest (the item's count; the ring without exclude_seen: no draw of
-    this pass reads them) goes to row ii of `pending` for `_learn_pending` after the pass:
-    stores to scattered places here hold up the pass (deferred: 1.15-1.3x the events/s,
-    side by side with writing them here, k 8 and 32, 1 and 4 negatives), in a loop of their
-    own they overlap. Arrays come in tuples, indexed at each use (see `learners.negatives`)."""
-    if pos_item < 0:  # cat: (sizes, fid, counts, indptr, indices, values, index_of)
-        i = cat[0][0]
-        e0 = cat[0][1]
-        cat[1][i] = item_fid
-        cat[2][i] = 0
-        for e in range(ni):
-            cat[4][e0 + e] = entries[0][e]
-            cat[5][e0 + e] = entries[1][e]
-        cat[3][i + 1] = e0 + ni
-        cat[0][0] = i + 1
-        cat[0][1] = e0 + ni
-        cat[6][item_fid] = i
-        pos_item = i
-    if positive:
-        pending[ii, 1] = pos_item
-        if popularity:  # only popularity draws read the tree
-            fenwick_add(draws, pos_item, 1)
-        if user_fid >= 0:
-            if exclude:  # the next draws read the rings
-                ring_add(recent, user_fid, slot, pos_item)
-            else:
-                pending[ii, 0] = user_fid
+def _add_item(cat, entries, ni, item_fid):
+    """The catalogue takes a new item: its item-side entries, the first ni of entries = (pidx,
+    pval). Returns its index. Arrays come in tuples, indexed at each use (`learners.negatives`)."""
+    i = cat[0][0]  # cat: (sizes, fid, counts, indptr, indices, values, index_of)
+    e0 = cat[0][1]
+    cat[1][i] = item_fid
+    cat[2][i] = 0
+    for e in range(ni):
+        cat[4][e0 + e] = entries[0][e]
+        cat[5][e0 + e] = entries[1][e]
+    cat[3][i + 1] = e0 + ni
+    cat[0][0] = i + 1
+    cat[0][1] = e0 + ni
+    cat[6][item_fid] = i
+    return i
 
 
 @njit(cache=True, nogil=True)
 def _learn_pending(cat, recent, pending):
-    """What `_learn_event` left in `pending` (int64 (n, 2): per event of the pass, the user
+    """What the kernels left in `pending` (int64 (n, 2): per event of the pass, the user
     whose ring takes the item or -1, the item counted or -1), in event order: the counts and
     rings end as if written at once."""
     for e in range(pending.shape[0]):
@@ -322,8 +305,23 @@ def _rank_pass(
                         gr = g * (xp * (sc[f] + sp[f]) - xn * (sc[f] + sn[f]) - v * dsq)
                         step_factor(V, acc_V, j, f, v, gr + rv * v, lr)
         # --- the catalogue and the user's recent positives learn the event
-        _learn_event(cat, recent, entries, ni, item_fid, pos_item, user_fid, slot, positive,
-                     popularity, draws, exclude, pending, ii)  # fmt: skip
+        # --- step 3: the catalogue, the tree of popularity draws and (with exclude_seen, whose
+        # draws read them) the user's ring learn the event now; the item's count and the ring
+        # otherwise after the pass (row ii of `pending`, `_learn_pending`), as no draw of the
+        # pass reads them. Stores to scattered places here hold the pass up, and so does an
+        # inlined helper run for every event (a helper for this block cost a third of the
+        # events/s at k 8), so the common case is written out in the kernel.
+        if pos_item < 0:
+            pos_item = _add_item(cat, entries, ni, item_fid)
+        if positive:
+            pending[ii, 1] = pos_item
+            if popularity:
+                fenwick_add(draws, pos_item, 1)
+            if user_fid >= 0:
+                if exclude:
+                    ring_add(recent, user_fid, slot, pos_item)
+                else:
+                    pending[ii, 0] = user_fid
     return -1
 
 
@@ -509,8 +507,23 @@ def _mf_pass(
                     v = V[jn, f]
                     gr = g * (xn * (sc[f] + sp[f]) - xp * (sc[f] + sn_f) - v * dsq_n)
                     step_factor(V, acc_V, jn, f, v, gr + rv_n * v, lr)
-        _learn_event(cat, recent, entries, 1, item_fid, pos_item, user_fid, slot, positive,
-                     popularity, draws, exclude, pending, ii)  # fmt: skip
+        # --- step 3: the catalogue, the tree of popularity draws and (with exclude_seen, whose
+        # draws read them) the user's ring learn the event now; the item's count and the ring
+        # otherwise after the pass (row ii of `pending`, `_learn_pending`), as no draw of the
+        # pass reads them. Stores to scattered places here hold the pass up, and so does an
+        # inlined helper run for every event (a helper for this block cost a third of the
+        # events/s at k 8), so the common case is written out in the kernel.
+        if pos_item < 0:
+            pos_item = _add_item(cat, entries, 1, item_fid)
+        if positive:
+            pending[ii, 1] = pos_item
+            if popularity:
+                fenwick_add(draws, pos_item, 1)
+            if user_fid >= 0:
+                if exclude:
+                    ring_add(recent, user_fid, slot, pos_item)
+                else:
+                    pending[ii, 0] = user_fid
     return -1
 
 
@@ -659,7 +672,7 @@ class RankingLearner(SGDLearner):
         # Only popularity draws read the tree: uniform ones neither build nor update it.
         bit = self._fenwick() if popularity else np.zeros(1, dtype=np.int64)
         zero = np.zeros(1, dtype=p.w0.dtype)
-        pending = np.full((n, 2), -1, dtype=np.int64)  # _learn_event's, for after the pass
+        pending = np.full((n, 2), -1, dtype=np.int64)  # step 3, after the pass
         width = max(max_row, 1)
         scratch = (
             np.zeros(width, np.int32),
