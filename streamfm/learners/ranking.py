@@ -304,7 +304,6 @@ def _rank_pass(
                         v = V[j, f]
                         gr = g * (xp * (sc[f] + sp[f]) - xn * (sc[f] + sn[f]) - v * dsq)
                         step_factor(V, acc_V, j, f, v, gr + rv * v, lr)
-        # --- the catalogue and the user's recent positives learn the event
         # --- step 3: the catalogue, the tree of popularity draws and (with exclude_seen, whose
         # draws read them) the user's ring learn the event now; the item's count and the ring
         # otherwise after the pass (row ii of `pending`, `_learn_pending`), as no draw of the
@@ -507,12 +506,7 @@ def _mf_pass(
                     v = V[jn, f]
                     gr = g * (xn * (sc[f] + sp[f]) - xp * (sc[f] + sn_f) - v * dsq_n)
                     step_factor(V, acc_V, jn, f, v, gr + rv_n * v, lr)
-        # --- step 3: the catalogue, the tree of popularity draws and (with exclude_seen, whose
-        # draws read them) the user's ring learn the event now; the item's count and the ring
-        # otherwise after the pass (row ii of `pending`, `_learn_pending`), as no draw of the
-        # pass reads them. Stores to scattered places here hold the pass up, and so does an
-        # inlined helper run for every event (a helper for this block cost a third of the
-        # events/s at k 8), so the common case is written out in the kernel.
+        # --- step 3, as in _rank_pass (written out there and here: see there why)
         if pos_item < 0:
             pos_item = _add_item(cat, entries, 1, item_fid)
         if positive:
