@@ -391,7 +391,8 @@ def test_rings_hold_each_users_last_positives(events, exclude_seen, layout):
     """After two chunks the recent-positive rings equal a plain replay of the events (ring of
     each user in order of first positive, written at the head, the head wrapping), whether the
     kernel wrote them at once (exclude_seen: its draws read them) or left them for after the
-    pass (`ranking._learn_pending`), through the MF-layout kernel (user + item) and the CSR one (+ genre)."""
+    pass (`ranking._learn_pending`), through the MF-layout kernel (user + item) and the CSR one
+    (+ genre)."""
     size = 3
     spec = ranking_spec(
         features=FEATURES if layout == "csr" else FEATURES[:2],
