@@ -5,8 +5,9 @@
 
 Synthetic events (user and item one-hot, power-law popularity), built once into a CSR chunk by
 the spec's builders (`categorical` user, `categorical` item). Timed: `learner.learn(chunk, y)`
-of a learner made from the spec: regression, BPR and BPR through the CSR kernel in turns, the best of `--repeats` such rounds after a first pass, as CPU
-time of this process (single-threaded kernels). Regression: SGD on a random rating, one case per
+of a learner made from the spec: regression, BPR and BPR through the CSR kernel in turns, the
+best of `--repeats` such rounds after a first pass, as CPU time of this process
+(single-threaded kernels). Regression: SGD on a random rating, one case per
 row. Ranking: `task: ranking`, `loss: bpr`, uniform negatives, `per_positive` n; a row is n
 (positive, negative) pairs, so its cases per second per negative is rows/s x n. Target of issue 10:
 BPR cases/s per negative >= 50% of the regression kernel's cases/s. Writes the `bpr-throughput`
@@ -150,10 +151,9 @@ def main() -> None:
             "",
             f"{args.rows:,} synthetic events ({args.users:,} users, {args.items:,} items, one-hot "
             "each), built once by the spec's builders; `learner.learn` on the whole chunk again "
-            f"(a later epoch), CPU time; the three passes of a row (regression, BPR, BPR through the CSR "
-            f"kernel) run in turns, {args.repeats} times after a first pass, best of each. SGD, "
-            "constant rate. BPR: "
-            "uniform negatives (the sampler's time included), one pair per negative. The learner "
+            "(a later epoch), CPU time; the three passes of a row (regression, BPR, BPR through "
+            f"the CSR kernel) run in turns, {args.repeats} times after a first pass, best of "
+            "each. SGD, constant rate. BPR: uniform negatives (the sampler's time included), one pair per negative. The learner "
             "takes the MF-layout kernel for these rows (one context and one item entry of value "
             "1); the last columns run the same events through the general CSR kernel.",
             "",
