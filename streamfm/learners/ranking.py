@@ -129,9 +129,9 @@ def _rank_pass(
     reg0, reg_w, reg_v, group = regs
     lr0, decay, power_t, t0 = rate
     is_item, item_group, user_group = groups
-    sizes, c_fid, c_counts, c_indptr, c_indices, c_values, index_of = cat
+    sizes, _fid, _counts, c_indptr, c_indices, c_values, index_of = cat
     key, n_neg, n_cand, popularity, exclude, max_tries, bit = sampler
-    r_sizes, slot_of, r_users, rings, heads = recent
+    slot_of, rings = recent[1], recent[3]  # the rest: ring_add and _learn_pending
     cidx, cval, pidx, pval, didx, dxp, dxn, negs, zero, pending = scratch
     draws = (bit, rings)  # the tuples of the per-event helpers (learners.negatives)
     entries = (pidx, pval)
@@ -332,7 +332,7 @@ def _mf_pass(
     """`_rank_pass` with loss BPR for the MF layout (`mf_layout`): every row holds one context
     and one item entry, every catalogue item one entry, all of value 1. The same operations in
     the same order, bit for bit (tests/test_ranking_mf.py), with the per-factor loops of the
-    three rows fused and no split or merge buffers (1.3-1.9x the pairs/s of the CSR kernel,
+    three rows fused and no split or merge buffers (1.25-1.45x the pairs/s of the CSR kernel,
     benchmarks/bench_bpr.py)."""
     indptr, indices, values = rows
     w0, w, V = params
@@ -340,9 +340,9 @@ def _mf_pass(
     reg0, reg_w, reg_v, group = regs
     lr0, decay, power_t, t0 = rate
     is_item, item_group, user_group = groups
-    sizes, c_fid, c_counts, c_indptr, c_indices, c_values, index_of = cat
+    sizes, _fid, _counts, c_indptr, c_indices, _values, index_of = cat
     key, n_neg, n_cand, popularity, exclude, max_tries, bit = sampler
-    r_sizes, slot_of, r_users, rings, heads = recent
+    slot_of, rings = recent[1], recent[3]  # the rest: ring_add and _learn_pending
     cidx, cval, pidx, pval, didx, dxp, dxn, negs, zero, pending = scratch
     draws = (bit, rings)  # the tuples of the per-event helpers (learners.negatives)
     entries = (pidx, pval)
