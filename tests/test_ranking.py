@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from reference import assert_same_state
 
 from streamfm.datasets import make_implicit_events
 from streamfm.errors import SpecError
@@ -249,25 +250,10 @@ def _state(model):
     return copy_state(model.learner.state_dict())
 
 
-def _assert_same(a, b, path="learner"):
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, np.ndarray):
-        assert np.array_equal(a, b), path
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
 def test_batch_size_changes_nothing(events, tmp_path):
     a = train(_stream_spec(events, tmp_path / "a", batch_size=7))
     b = train(_stream_spec(events, tmp_path / "b", batch_size=500))
-    _assert_same(_state(a.model), _state(b.model))
+    assert_same_state(_state(a.model), _state(b.model))
     assert a.history[-1]["sampled_auc"] == b.history[-1]["sampled_auc"]
     assert a.model.learner.catalogue.n_items == 60
 
@@ -295,9 +281,9 @@ def test_interrupted_and_resumed_run_is_exact(events, tmp_path):
     assert interrupted >= 2
     trainer = Trainer(spec, None, resume=True)
     result = trainer.run_training()
-    _assert_same(_state(ref.model), _state(result.model))
+    assert_same_state(_state(ref.model), _state(result.model))
     saved = TrainedModel.load(result.model_path)
-    _assert_same(_state(ref.model), _state(saved))  # the catalogue is in the model file
+    assert_same_state(_state(ref.model), _state(saved))  # the catalogue is in the model file
 
 
 # --- spec validation

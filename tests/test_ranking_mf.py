@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference import assert_same_state
 
 import streamfm.learners.ranking as ranking
 from streamfm.datasets import make_implicit_events
@@ -59,16 +60,6 @@ def _learn(model, events, pieces):
     return outs, layouts
 
 
-def _same_state(a, b, path="learner"):
-    if isinstance(a, dict):
-        for key in a:
-            _same_state(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and np.array_equal(a, b), path
-    else:
-        assert a == b, path
-
-
 @pytest.mark.parametrize(
     ("method", "sampler", "per_positive", "exclude_seen", "candidates"),
     [
@@ -92,7 +83,7 @@ def test_mf_kernel_equals_csr_kernel(
     assert layouts == ["csr"] * 3
     for a, b in zip(fast_out, slow_out, strict=True):
         assert np.array_equal(a, b)
-    _same_state(fast.learner.state_dict(), slow.learner.state_dict())
+    assert_same_state(fast.learner.state_dict(), slow.learner.state_dict())
 
 
 def test_other_layouts_take_the_csr_kernel():
