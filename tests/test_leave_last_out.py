@@ -8,11 +8,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from reference import assert_same_state
 
 from streamfm.datasets import make_implicit_events
 from streamfm.training.loop import Trainer, train
 from streamfm.training.split import LeaveLastOut
-from tests.test_ranking import _assert_same, _state, ranking_spec
+from tests.test_ranking import _state, ranking_spec
 
 SPLIT = {"split": "leave_last_out", "key": "user", "metric": "ndcg"}
 
@@ -73,7 +74,7 @@ def test_training_never_learns_the_held_out_rows(log, tmp_path):
             validation={"source": {"path": str(data / "last.parquet")}, "metric": "ndcg"},
         )
     )
-    _assert_same(_state(plain.model), _state(split.model))
+    assert_same_state(_state(plain.model), _state(split.model))
     for a, b in zip(plain.history, split.history, strict=True):
         # (holdout sums are over batches of other sizes: equal up to rounding)
         assert set(a) == set(b)
@@ -105,7 +106,7 @@ def test_interrupted_and_resumed_split_run_is_exact(log, tmp_path, cache):
         interrupted += 1
         limit[0] = next(stops, 10**9)
     assert interrupted >= 2
-    _assert_same(_state(ref.model), _state(result.model))
+    assert_same_state(_state(ref.model), _state(result.model))
     assert [r["holdout_ndcg"] for r in ref.history] == [r["holdout_ndcg"] for r in result.history]
     assert result.summary["rows_learnt"] == ref.summary["rows_learnt"]
 

@@ -6,12 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from reference import assert_same_state
 
 from streamfm import FMRanker
 from streamfm.datasets import make_implicit_events
 from streamfm.store.trained import TrainedModel
 from streamfm.training.loop import train
-from tests.test_ranking import _assert_same, _state, ranking_spec
+from tests.test_ranking import _state, ranking_spec
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_fit_is_the_spec_path(data, fitted, tmp_path):
         output={"dir": str(tmp_path / "out")},
     )
     ref = train(spec).model
-    _assert_same(_state(ref), _state(fitted.model_))
+    assert_same_state(_state(ref), _state(fitted.model_))
     assert fitted.spec_["task"] == "ranking"
     assert set(fitted.items_) == set(ev.column("item").to_pylist())
 
