@@ -143,6 +143,14 @@ def event_key(key, event):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def uniform_candidate(draw_key, c, n_items):
+    """Candidate c of the uniform sampler's draw `draw_key` (`slot_key(event_key, m)`): an
+    item index in [0, n_items)."""
+    cand = np.int64(sampling.uniform(draw_key, c) * n_items)
+    return cand if cand < n_items else n_items - 1
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def draw_negative(
     event_key, m, n_items, pos_item, popularity, draws, total, exclude, slot, max_tries
 ):
@@ -154,13 +162,12 @@ def draw_negative(
         return -1
     s = sampling.slot_key(event_key, m)
     for c in range(max_tries):
-        u = sampling.uniform(s, c)
         if popularity:
-            cand = fenwick_find(draws, np.int64(u * total))
+            cand = fenwick_find(draws, np.int64(sampling.uniform(s, c) * total))
+            if cand >= n_items:
+                cand = n_items - 1
         else:
-            cand = np.int64(u * n_items)
-        if cand >= n_items:
-            cand = n_items - 1
+            cand = uniform_candidate(s, c, n_items)
         if cand == pos_item:
             continue
         if exclude and in_recent(draws, slot, cand):

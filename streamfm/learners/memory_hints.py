@@ -1,0 +1,61 @@
+"""Memory hints for the kernels: "this array row will be read soon" (a CPU software prefetch;
+not the reading ahead of chunks that `source.prefetch` configures).
+
+A kernel whose cases are short (an event of a BPR pass at k = 8 is ~100 instructions) waits on
+the memory of each case in turn: the out-of-order window is too small to overlap the next
+case's cache misses (its V rows, at random places) with this one's arithmetic. Asking for the
+rows of a case a few cases ahead (`llvm.prefetch`, a PREFETCHT0 on x86) hides that latency.
+
+A hint changes no value and cannot fault (LLVM LangRef: "prefetches cannot trap"), so a
+stale or even wrong index only wastes the hint; the kernels still give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# The intrinsic is overloaded on the pointer type: opaque pointers from LLVM 15 on, i8* before.
+_INTRINSIC = "llvm.prefetch.p0" if llvm.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
+_LINE = 64  # bytes of a cache line
+
+
+@intrinsic
+def _prefetch_at(typingctx, arr, i, offset):
+    """Prefetch (read, keep in all cache levels) the byte `offset` of row i of `arr`."""
+    sig = types.void(arr, i, offset)
+
+    def codegen(context, builder, signature, args):
+        aryty, ity, oty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        stride = builder.extract_value(ary.strides, 0)
+        idx = context.cast(builder, args[1], ity, types.intp)
+        off = context.cast(builder, args[2], oty, types.intp)
+        base = builder.ptrtoint(ary.data, ir.IntType(64))
+        addr = builder.add(builder.add(base, builder.mul(idx, stride)), off)
+        i32 = ir.IntType(32)
+        ptr = ir.PointerType(ir.IntType(8))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr, i32, i32, i32]), _INTRINSIC
+        )
+        # rw 0 (read), locality 3 (keep in every level), cache type 1 (data)
+        builder.call(fn, [builder.inttoptr(addr, ptr), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, inline="always")
+def hint_read(arr, i):
+    """Hint that arr[i] (1-d: one item; 2-d: the whole row, every cache line of it) is read
+    soon. No effect on any value."""
+    if arr.ndim == 1:
+        _prefetch_at(arr, i, 0)
+    else:
+        last = arr.strides[0] - 1
+        for offset in range(0, last, _LINE):
+            _prefetch_at(arr, i, offset)
+        _prefetch_at(arr, i, last)  # a row not aligned to a line ends in one more line
