@@ -1,4 +1,5 @@
-"""Memory hints (`learners.memory_hints`): no effect on values, and in the BPR kernels' code."""
+"""Memory hints (`learners.memory_hints`): no effect on values, and in the SGD and BPR kernels'
+compiled code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import streamfm.learners.ranking as ranking
+import streamfm.learners.sgd as sgd
 from streamfm.datasets import make_implicit_events
 from streamfm.learners.memory_hints import hint_read
 from streamfm.spec import parse_spec
@@ -67,9 +69,38 @@ def test_bpr_kernels_hint_the_rows_of_later_events(features):
     model.sync_features()
     model.learner.learn(chunk, np.ones(chunk.n_rows))
     assert model.learner.last_layout == features
-    kernel = ranking.sgd_bpr_mf if features == "mf" else ranking.sgd_bpr
+    assert _holds_hints(ranking.sgd_bpr_mf if features == "mf" else ranking.sgd_bpr)
+
+
+def _holds_hints(kernel) -> bool:
+    """Whether the compiled code of `kernel` (its first signature) has a prefetch."""
     signature = kernel.signatures[0]
     # a cached kernel keeps no IR: compile its source again, uncached, to read the IR
     fresh = numba.njit(nogil=True, error_model="numpy")(kernel.py_func)
     fresh.compile(signature)
-    assert "llvm.prefetch" in fresh.inspect_llvm(signature)
+    return "llvm.prefetch" in fresh.inspect_llvm(signature)
+
+
+def test_sgd_kernel_hints_the_rows_of_later_cases():
+    """The SGD kernels hold the hints (one compiled layout is read: the fixed-width and CSR
+    kernels are the same `_layout_pass`); without them they give the same numbers, only slower
+    (benchmarks/bench_kernels.py)."""
+    rng = np.random.default_rng(0)
+    events, _ = make_implicit_events(n_users=30, n_items=20, events_per_user=10, seed=1)
+    events = events.append_column("rating", [rng.integers(1, 6, events.num_rows).astype(float)])
+    spec = {
+        "source": {"path": "unused.parquet"},
+        "target": "rating",
+        "features": [
+            {"type": "categorical", "columns": ["user"], "name": "user"},
+            {"type": "categorical", "columns": ["item"], "name": "item"},
+        ],
+        "model": {"k": 4, "seed": 0},
+        "output": {"dir": "unused"},
+    }
+    model = TrainedModel.from_spec(parse_spec(spec))
+    chunk = model.pipeline.transform(events, training=True)
+    model.sync_features()
+    model.learner.learn(chunk, events.column("rating").to_numpy())
+    assert model.learner.last_layout == "fixed"
+    assert _holds_hints(sgd.FIXED_KERNELS["sgd", "squared"])

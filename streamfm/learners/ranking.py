@@ -36,7 +36,7 @@ from streamfm.csr import CSRChunk
 from streamfm.learners import sampling, steps
 from streamfm.learners.items import ItemCatalogue
 from streamfm.learners.losses import sigmoid
-from streamfm.learners.memory_hints import hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read
 from streamfm.learners.negatives import (
     RecentPositives,
     draw_negative,
@@ -103,13 +103,11 @@ def _add_item(cat, entries, ni, item_fid):
     return i
 
 
-# How many events ahead the kernels hint an event's memory (`learners.memory_hints`): its w
-# and V rows and, with the uniform sampler, those of each draw's first candidate (a positive's own
-# item or a rejected one only wastes the hint; popularity's Fenwick search is not run twice).
-# On this machine 2 to 8 gave the same speed (k 8 and 32, 1 and 4 negatives), 16 was slower.
-# The hints are written out in both kernels: as an inlined helper taking the arrays, they gave
-# back a third to a half of their gain (side by side, k 8 and 32).
-_AHEAD = 4
+# The kernels hint the memory of the event CASES_AHEAD later (`learners.memory_hints`): its w
+# and V rows and, with the uniform sampler, those of each draw's first candidate (a positive's
+# own item or a rejected one only wastes the hint; popularity's Fenwick search is not run
+# twice). The hints are written out in both kernels: as an inlined helper taking the arrays,
+# they gave back a third to a half of their gain (side by side, k 8 and 32).
 
 
 @njit(cache=True, nogil=True)
@@ -161,7 +159,7 @@ def _rank_pass(
     qn = np.zeros(k)
     n_draws = n_neg * n_cand
     for ii in range(order.shape[0]):
-        ahead = ii + _AHEAD  # --- memory hints for a later event (see _AHEAD)
+        ahead = ii + CASES_AHEAD  # --- memory hints for a later event (see above)
         if ahead < order.shape[0]:
             ra = order[ahead]
             for nz in range(indptr[ra], indptr[ra + 1]):
@@ -384,7 +382,7 @@ def _mf_pass(
     s_negs = np.zeros(max(n_neg, 1))  # the scores of the negatives chosen
     n_draws = n_neg * n_cand
     for ii in range(order.shape[0]):
-        ahead = ii + _AHEAD  # --- memory hints for a later event, as in _rank_pass
+        ahead = ii + CASES_AHEAD  # --- memory hints for a later event, as in _rank_pass
         if ahead < order.shape[0]:
             ea = indptr[order[ahead]]
             ja = np.uint32(indices[ea])

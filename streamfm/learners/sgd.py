@@ -21,6 +21,7 @@ from streamfm.csr import CSRChunk
 from streamfm.errors import DivergenceError
 from streamfm.learners import losses, steps
 from streamfm.learners.base import LearnerHooks
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import fixed_cell, predict_csr, score_cells
 
@@ -176,6 +177,14 @@ def _layout_pass(
     sums = np.zeros(k, dtype=np.float64)
     sqs = np.zeros(k, dtype=np.float64)
     for ii in range(order.shape[0]):
+        ahead = ii + CASES_AHEAD  # hint the memory of a later case (learners.memory_hints)
+        if ahead < order.shape[0]:
+            r_ahead = order[ahead]
+            start_ahead, stop_ahead = span(rows, r_ahead)
+            for nz in range(start_ahead, stop_ahead):
+                j_ahead, _x = cell(rows, r_ahead, nz)
+                hint_read(V, np.uint32(j_ahead))
+                hint_read(w, np.uint32(j_ahead))
         r = order[ii]
         start, stop = span(rows, r)
         p, inter, sq = score_cells(rows, cell, r, start, stop, w0, w, V, limit, sums, sqs)
