@@ -6,11 +6,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from reference import naive_fm
 
 import streamfm.learners.ranking as ranking
 import streamfm.learners.sgd as sgd
 from streamfm.datasets import make_implicit_events
+from streamfm.learners import coordinate
 from streamfm.learners.memory_hints import hint_read
+from streamfm.learners.scoring import predict_csr
 from streamfm.spec import parse_spec
 from streamfm.store.trained import TrainedModel
 
@@ -104,3 +107,37 @@ def test_sgd_kernel_hints_the_rows_of_later_cases():
     model.learner.learn(chunk, events.column("rating").to_numpy())
     assert model.learner.last_layout == "fixed"
     assert _holds_hints(sgd.FIXED_KERNELS["sgd", "squared"])
+
+
+def test_prediction_kernels_hint_the_rows_of_later_rows():
+    """predict_csr (SGD learners) and predict_rows / residuals (ALS, MCMC) hold the hints, and
+    predict what the naive FM predicts."""
+    rng = np.random.default_rng(2)
+    n, n_features, k = 40, 30, 3
+    dense = (rng.random((n, n_features)) < 0.2) * rng.standard_normal((n, n_features))
+    indptr = np.concatenate([[0], np.cumsum((dense != 0).sum(axis=1))]).astype(np.int64)
+    indices = np.nonzero(dense)[1].astype(np.int32)
+    values = dense[dense != 0].astype(np.float32)
+    w0 = np.array([0.3], dtype=np.float32)
+    w = rng.standard_normal(n_features).astype(np.float32)
+    V = rng.standard_normal((n_features, k)).astype(np.float32)
+    want = naive_fm(values_dense(indptr, indices, values, n_features), float(w0[0]), w, V)
+    out = np.zeros(n)
+    predict_csr(indptr, indices, values, w0, w, V, n_features, out)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    rows = np.zeros(n)
+    coordinate.predict_rows(indptr, indices, values, w0, w, V, 0, 1.0, 0.0, False, rows)
+    np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-5)
+    e = np.zeros(n)
+    coordinate.residuals(indptr, indices, values, want, w0, w, V, 0, False, np.uint64(0), 0, e)
+    np.testing.assert_allclose(e, 0.0, atol=1e-5)
+    for kernel in (predict_csr, coordinate.predict_rows, coordinate.residuals):
+        assert _holds_hints(kernel), kernel.__name__
+
+
+def values_dense(indptr, indices, values, n_features):
+    """The CSR rows as a dense float64 matrix."""
+    dense = np.zeros((indptr.shape[0] - 1, n_features))
+    for r in range(indptr.shape[0] - 1):
+        dense[r, indices[indptr[r] : indptr[r + 1]]] = values[indptr[r] : indptr[r + 1]]
+    return dense

@@ -96,6 +96,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit, prange
 
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read
 from streamfm.learners.sampling import (
     STREAM_ALPHA,
     STREAM_LATENT,
@@ -478,7 +479,12 @@ def residuals(indptr, indices, values, y, w0, w, V, task, sample, key, row_offse
     k = V.shape[1]
     sums = np.empty(k, dtype=np.float64)
     sqs = np.empty(k, dtype=np.float64)
-    for r in range(indptr.shape[0] - 1):
+    n = indptr.shape[0] - 1
+    for r in range(n):
+        if r + CASES_AHEAD < n:  # hint a later row's memory (learners.memory_hints)
+            for nz in range(indptr[r + CASES_AHEAD], indptr[r + CASES_AHEAD + 1]):
+                hint_read(V, np.uint32(indices[nz]))
+                hint_read(w, np.uint32(indices[nz]))
         p = _score_row(indptr, indices, values, r, w0, w, V, sums, sqs)
         if task == TASK_CLASSIFICATION:
             # positive: t = ŷ + z with z ~ N(0,1) | z > -ŷ;  negative: t = ŷ - z, z | z > ŷ
@@ -504,7 +510,12 @@ def predict_rows(indptr, indices, values, w0, w, V, task, clip_lo, clip_hi, accu
     sums = np.empty(k, dtype=np.float64)
     sqs = np.empty(k, dtype=np.float64)
     clip = clip_lo <= clip_hi
-    for r in range(indptr.shape[0] - 1):
+    n = indptr.shape[0] - 1
+    for r in range(n):
+        if r + CASES_AHEAD < n:  # hint a later row's memory (learners.memory_hints)
+            for nz in range(indptr[r + CASES_AHEAD], indptr[r + CASES_AHEAD + 1]):
+                hint_read(V, np.uint32(indices[nz]))
+                hint_read(w, np.uint32(indices[nz]))
         p = _score_row(indptr, indices, values, r, w0, w, V, sums, sqs)
         if task == TASK_CLASSIFICATION:
             p = normal_cdf(p)

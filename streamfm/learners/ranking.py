@@ -104,7 +104,7 @@ def _add_item(cat, entries, ni, item_fid):
 
 
 # The kernels hint the memory of the event CASES_AHEAD later (`learners.memory_hints`): its w
-# and V rows and, with the uniform sampler, those of each draw's first candidate (a positive's
+# and V rows (and AdaGrad's sums of them) and, with the uniform sampler, those of each draw's first candidate (a positive's
 # own item or a rejected one only wastes the hint; popularity's Fenwick search is not run
 # twice). The hints are written out in both kernels: as an inlined helper taking the arrays,
 # they gave back a third to a half of their gain (side by side, k 8 and 32).
@@ -158,6 +158,7 @@ def _rank_pass(
     sn = np.zeros(k)
     qn = np.zeros(k)
     n_draws = n_neg * n_cand
+    with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # --- memory hints for a later event (see above)
         if ahead < order.shape[0]:
@@ -165,6 +166,9 @@ def _rank_pass(
             for nz in range(indptr[ra], indptr[ra + 1]):
                 hint_read(V, indices[nz])
                 hint_read(w, indices[nz])
+                if with_acc:
+                    hint_read(acc_V, indices[nz])
+                    hint_read(acc_w, indices[nz])
             n_items = sizes[0]
             if not popularity and n_items > 0:
                 akey = event_key(key, t0 + ahead)
@@ -173,6 +177,9 @@ def _rank_pass(
                     for e in range(c_indptr[cand], c_indptr[cand + 1]):
                         hint_read(V, c_indices[e])
                         hint_read(w, c_indices[e])
+                        if with_acc:
+                            hint_read(acc_V, c_indices[e])
+                            hint_read(acc_w, c_indices[e])
         r = order[ii]
         event = t0 + ii
         # --- split the row: context entries, item-side entries
@@ -381,6 +388,7 @@ def _mf_pass(
     sp = np.zeros(k)
     s_negs = np.zeros(max(n_neg, 1))  # the scores of the negatives chosen
     n_draws = n_neg * n_cand
+    with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # --- memory hints for a later event, as in _rank_pass
         if ahead < order.shape[0]:
@@ -391,6 +399,11 @@ def _mf_pass(
             hint_read(V, jb)
             hint_read(w, ja)
             hint_read(w, jb)
+            if with_acc:
+                hint_read(acc_V, ja)
+                hint_read(acc_V, jb)
+                hint_read(acc_w, ja)
+                hint_read(acc_w, jb)
             n_items = sizes[0]
             if not popularity and n_items > 0:
                 akey = event_key(key, t0 + ahead)
@@ -399,6 +412,9 @@ def _mf_pass(
                     jn = np.uint32(c_indices[c_indptr[cand]])
                     hint_read(V, jn)
                     hint_read(w, jn)
+                    if with_acc:
+                        hint_read(acc_V, jn)
+                        hint_read(acc_w, jn)
         r = order[ii]
         event = t0 + ii
         e0 = indptr[r]

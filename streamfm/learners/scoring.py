@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read
+
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def score_row(start, stop, indices, values, w0, w, V, limit, sums, sqs):
@@ -86,7 +88,12 @@ def predict_csr(indptr, indices, values, w0, w, V, n_features, out):
     sums = np.zeros(k, dtype=np.float64)
     sqs = np.zeros(k, dtype=np.float64)
     limit = np.uint32(n_features)
-    for r in range(indptr.shape[0] - 1):
+    n = indptr.shape[0] - 1
+    for r in range(n):
+        if r + CASES_AHEAD < n:  # hint a later row's memory (learners.memory_hints)
+            for nz in range(indptr[r + CASES_AHEAD], indptr[r + CASES_AHEAD + 1]):
+                hint_read(V, np.uint32(indices[nz]))
+                hint_read(w, np.uint32(indices[nz]))
         p, inter, sq = score_row(
             np.uint64(indptr[r]),
             np.uint64(indptr[r + 1]),

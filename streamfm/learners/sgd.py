@@ -176,6 +176,7 @@ def _layout_pass(
     limit = np.uint32(n_params)
     sums = np.zeros(k, dtype=np.float64)
     sqs = np.zeros(k, dtype=np.float64)
+    with_acc = acc_V.shape[0] == V.shape[0]  # SGD's are empty
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # hint the memory of a later case (learners.memory_hints)
         if ahead < order.shape[0]:
@@ -185,6 +186,9 @@ def _layout_pass(
                 j_ahead, _x = cell(rows, r_ahead, nz)
                 hint_read(V, np.uint32(j_ahead))
                 hint_read(w, np.uint32(j_ahead))
+                if with_acc:  # AdaGrad's sums, read and written with them
+                    hint_read(acc_V, np.uint32(j_ahead))
+                    hint_read(acc_w, np.uint32(j_ahead))
         r = order[ii]
         start, stop = span(rows, r)
         p, inter, sq = score_cells(rows, cell, r, start, stop, w0, w, V, limit, sums, sqs)

@@ -47,6 +47,7 @@ from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk, concat, take_rows
 from streamfm.errors import DivergenceError, SpecError
 from streamfm.learners import losses, steps
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read
 from streamfm.learners.params import FMParams
 from streamfm.learners.sampling import slot_key, splitmix64
 from streamfm.learners.scoring import score_row
@@ -194,7 +195,20 @@ def _sgda_pass(
         np.zeros(k, dtype=np.float64),
         np.zeros(k, dtype=np.float64),
     )
+    with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
     for ii in range(order.shape[0]):
+        ahead = ii + CASES_AHEAD  # hint a later case's memory (learners.memory_hints)
+        if ahead < order.shape[0]:
+            r_ahead = order[ahead]
+            for nz in range(indptr[r_ahead], indptr[r_ahead + 1]):
+                j_ahead = np.uint32(indices[nz])
+                hint_read(V, j_ahead)
+                hint_read(w, j_ahead)
+                hint_read(grad_V, j_ahead)  # written with them
+                hint_read(grad_w, j_ahead)
+                if with_acc:
+                    hint_read(acc_V, j_ahead)
+                    hint_read(acc_w, j_ahead)
         r = order[ii]
         case = t0 + ii
         start = np.uint64(indptr[r])
