@@ -1,7 +1,7 @@
 """Throughput of the numba kernels (per-case SGD, AdaGrad; prediction) on one core.
 
     python benchmarks/bench_kernels.py [--features 10000] [--seconds 0.5] [--repeats 3]
-    python benchmarks/bench_kernels.py --baseline /path/to/older/checkout
+    python benchmarks/bench_kernels.py --baseline /path/to/older/checkout [--features 1000000]
 
 The `+w` rows time the kernels with a weight per case (`WEIGHTED_KERNELS`, weights all 1.0);
 the `fixed` rows the fixed-width kernels on the same rows (`FIXED_KERNELS`), and `bare fixed sgd`
@@ -383,6 +383,9 @@ def main() -> None:
     if args.baseline is not None:
         rows = side_by_side(args)
         section, title = "kernels-baseline", "Kernels: this version next to a baseline"
+        if args.features != 10_000:  # a model of another size: a section of its own
+            section += f"-{args.features}"
+            title += f" ({args.features:,} features)"
         how = (
             f"Each of the {args.repeats} rounds measures this checkout and the baseline "
             "(`--baseline`) in turn, each in a fresh process; the best of the rounds is kept. "

@@ -158,8 +158,8 @@ def run_cli(
         # -P: the working directory (this checkout) must not come before PYTHONPATH.
         cmd = [str(streamfm_exe().parent / "python"), "-P", "-m", "streamfm.cli", "train"]
         cmd.append(str(spec))
-        if Path(root).resolve() == ROOT.resolve():
-            cmd.append("--overwrite")
+        if "--overwrite" in (Path(root) / "streamfm" / "cli.py").read_text():
+            cmd.append("--overwrite")  # a checkout whose CLI has the option (not 0.1.0's)
         cmd.append("-q")
         env = {**os.environ, "PYTHONPATH": str(root)}
     for s in sets:
