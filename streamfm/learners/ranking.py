@@ -36,7 +36,7 @@ from streamfm.csr import CSRChunk
 from streamfm.learners import sampling, steps
 from streamfm.learners.items import ItemCatalogue
 from streamfm.learners.losses import sigmoid
-from streamfm.learners.memory_hints import CASES_AHEAD, hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, HINT_MIN_BYTES, hint_read
 from streamfm.learners.negatives import (
     RecentPositives,
     draw_negative,
@@ -159,9 +159,10 @@ def _rank_pass(
     qn = np.zeros(k)
     n_draws = n_neg * n_cand
     with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
+    hinted = order.shape[0] if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # --- memory hints for a later event (see above)
-        if ahead < order.shape[0]:
+        if ahead < hinted:
             ra = order[ahead]
             for nz in range(indptr[ra], indptr[ra + 1]):
                 hint_read(V, indices[nz])
@@ -389,9 +390,10 @@ def _mf_pass(
     s_negs = np.zeros(max(n_neg, 1))  # the scores of the negatives chosen
     n_draws = n_neg * n_cand
     with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
+    hinted = order.shape[0] if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # --- memory hints for a later event, as in _rank_pass
-        if ahead < order.shape[0]:
+        if ahead < hinted:
             ea = indptr[order[ahead]]
             ja = np.uint32(indices[ea])
             jb = np.uint32(indices[ea + 1])
