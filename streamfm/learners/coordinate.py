@@ -96,7 +96,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit, prange
 
-from streamfm.learners.memory_hints import CASES_AHEAD, HINT_MIN_BYTES, hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read, hinted_cases
 from streamfm.learners.sampling import (
     STREAM_ALPHA,
     STREAM_LATENT,
@@ -480,7 +480,7 @@ def residuals(indptr, indices, values, y, w0, w, V, task, sample, key, row_offse
     sums = np.empty(k, dtype=np.float64)
     sqs = np.empty(k, dtype=np.float64)
     n = indptr.shape[0] - 1
-    hinted = n if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
+    hinted = hinted_cases(V, n)
     for r in range(n):
         if r + CASES_AHEAD < hinted:  # hint a later row's memory (learners.memory_hints)
             for nz in range(indptr[r + CASES_AHEAD], indptr[r + CASES_AHEAD + 1]):
@@ -512,7 +512,7 @@ def predict_rows(indptr, indices, values, w0, w, V, task, clip_lo, clip_hi, accu
     sqs = np.empty(k, dtype=np.float64)
     clip = clip_lo <= clip_hi
     n = indptr.shape[0] - 1
-    hinted = n if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
+    hinted = hinted_cases(V, n)
     for r in range(n):
         if r + CASES_AHEAD < hinted:  # hint a later row's memory (learners.memory_hints)
             for nz in range(indptr[r + CASES_AHEAD], indptr[r + CASES_AHEAD + 1]):

@@ -73,3 +73,10 @@ def hint_read(arr, i):
         for offset in range(0, last, _LINE):
             _prefetch_at(arr, i, offset)
         _prefetch_at(arr, i, last)  # a row not aligned to a line ends in one more line
+
+
+@njit(nogil=True, inline="always")
+def hinted_cases(V, n):
+    """How many cases of a pass of n a kernel hints ahead of: n, or 0 where V takes fewer than
+    HINT_MIN_BYTES (it stays in the core's cache; see above). Once per pass, not per case."""
+    return n if V.nbytes >= HINT_MIN_BYTES else 0

@@ -36,7 +36,7 @@ from streamfm.csr import CSRChunk
 from streamfm.learners import sampling, steps
 from streamfm.learners.items import ItemCatalogue
 from streamfm.learners.losses import sigmoid
-from streamfm.learners.memory_hints import CASES_AHEAD, HINT_MIN_BYTES, hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read, hinted_cases
 from streamfm.learners.negatives import (
     RecentPositives,
     draw_negative,
@@ -159,7 +159,7 @@ def _rank_pass(
     qn = np.zeros(k)
     n_draws = n_neg * n_cand
     with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
-    hinted = order.shape[0] if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
+    hinted = hinted_cases(V, order.shape[0])
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # --- memory hints for a later event (see above)
         if ahead < hinted:
@@ -390,7 +390,7 @@ def _mf_pass(
     s_negs = np.zeros(max(n_neg, 1))  # the scores of the negatives chosen
     n_draws = n_neg * n_cand
     with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
-    hinted = order.shape[0] if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
+    hinted = hinted_cases(V, order.shape[0])
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # --- memory hints for a later event, as in _rank_pass
         if ahead < hinted:

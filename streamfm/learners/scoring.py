@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from streamfm.learners.memory_hints import CASES_AHEAD, HINT_MIN_BYTES, hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read, hinted_cases
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -89,7 +89,7 @@ def predict_csr(indptr, indices, values, w0, w, V, n_features, out):
     sqs = np.zeros(k, dtype=np.float64)
     limit = np.uint32(n_features)
     n = indptr.shape[0] - 1
-    hinted = n if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
+    hinted = hinted_cases(V, n)
     for r in range(n):
         if r + CASES_AHEAD < hinted:  # hint a later row's memory (learners.memory_hints)
             for nz in range(indptr[r + CASES_AHEAD], indptr[r + CASES_AHEAD + 1]):

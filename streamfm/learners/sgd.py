@@ -21,7 +21,7 @@ from streamfm.csr import CSRChunk
 from streamfm.errors import DivergenceError
 from streamfm.learners import losses, steps
 from streamfm.learners.base import LearnerHooks
-from streamfm.learners.memory_hints import CASES_AHEAD, HINT_MIN_BYTES, hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read, hinted_cases
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import fixed_cell, predict_csr, score_cells
 
@@ -177,7 +177,7 @@ def _layout_pass(
     sums = np.zeros(k, dtype=np.float64)
     sqs = np.zeros(k, dtype=np.float64)
     with_acc = acc_V.shape[0] == V.shape[0]  # SGD's are empty
-    hinted = order.shape[0] if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
+    hinted = hinted_cases(V, order.shape[0])
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # hint the memory of a later case (learners.memory_hints)
         if ahead < hinted:

@@ -47,7 +47,7 @@ from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk, concat, take_rows
 from streamfm.errors import DivergenceError, SpecError
 from streamfm.learners import losses, steps
-from streamfm.learners.memory_hints import CASES_AHEAD, HINT_MIN_BYTES, hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read, hinted_cases
 from streamfm.learners.params import FMParams
 from streamfm.learners.sampling import slot_key, splitmix64
 from streamfm.learners.scoring import score_row
@@ -196,7 +196,7 @@ def _sgda_pass(
         np.zeros(k, dtype=np.float64),
     )
     with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
-    hinted = order.shape[0] if V.nbytes >= HINT_MIN_BYTES else 0  # none: V fits in cache
+    hinted = hinted_cases(V, order.shape[0])
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # hint a later case's memory (learners.memory_hints)
         if ahead < hinted:
