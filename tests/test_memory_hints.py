@@ -72,7 +72,7 @@ def test_bpr_kernels_hint_the_rows_of_later_events(features):
     model.sync_features()
     model.learner.learn(chunk, np.ones(chunk.n_rows))
     assert model.learner.last_layout == features
-    assert _holds_hints(ranking.sgd_bpr_mf if features == "mf" else ranking.sgd_bpr)
+    assert _holds_hints(ranking.sgd_bpr_mf_uniform if features == "mf" else ranking.sgd_bpr)
 
 
 def _holds_hints(kernel) -> bool:
