@@ -31,9 +31,10 @@ _LINE = 64  # bytes of a cache line
 # gave the same speed (SGD regression and BPR, k 8 and 32), 16 was slower for BPR.
 CASES_AHEAD = 4
 
-# Kernels hint only models whose V takes at least this many bytes: a smaller one stays in a
-# core's cache (L2 is 256 KB to 2 MB on current x86 cores) and the hints would only cost
-# instructions (prediction at 10,000 features, k = 8: 0.82-0.93x the rows/s without them).
+# The prediction, ranking and SGDA kernels hint only models whose V takes at least this many
+# bytes: a smaller one stays in a core's cache (L2 is 256 KB to 2 MB on current x86 cores) and
+# the hints would only cost instructions (prediction at 10,000 features, k = 8: 0.82-0.93x the
+# rows/s without them). The SGD / AdaGrad pass hints every model (see sgd._layout_pass).
 HINT_MIN_BYTES = 1 << 19
 
 
