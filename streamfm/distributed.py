@@ -439,7 +439,7 @@ class DistributedTrainer:
             "complete": False,
         }
         self.vocabularies: set[str] = set()
-        self._features_future = None
+        self._features_futures: dict[str, Any] = {}
         self.notes: list[str] = []
         self._start = 0.0
 
@@ -551,41 +551,68 @@ class DistributedTrainer:
             self.on_round(self, run["round"])
 
     def _gather_round(self, features, token, base, todo) -> list[dict[str, Any]]:
-        """The results of one round's tasks. The vocabulary is sent to the workers once, the
+        """The results of one round's tasks. The vocabulary is sent to each worker once, the
         round's starting parameters once per worker (not inside every task); a round whose copy
         of either went with a dead worker is run again with new ones (tasks are pure: the same
         results). Share i's tasks go to the i-th worker (by address) while it lives, where the
-        share's reader stands open after its last task; any worker gives the same result."""
+        share's reader stands open after its last task; any worker gives the same result.
+
+        Each worker gets its own copy, scattered to it alone, rather than one copy broadcast
+        to all: `scatter(broadcast=True)` and the Active Memory Manager's ReduceReplicas policy
+        (on by default) undo each other's work, and the scatter can wait for ever (dask
+        distributed #8796, seen here in the test suite)."""
         from distributed.client import FutureCancelledError
 
         for attempt in range(3):
-            if attempt or self._features_future is None:
-                self._features_future = self.client.scatter(features, broadcast=True, hash=False)
-            workers = sorted(self.client.nthreads())
-            base_future = self.client.scatter([base], broadcast=True, hash=False)[0]
-            futures = [
-                self.client.submit(
-                    learn_share,
-                    self.spec_json,
-                    self._features_future,
-                    token,
-                    base_future,
-                    self.run["shares"][i],
-                    self.run["streams"][i],
-                    self.config.sync_every_rows,
-                    pure=False,
-                    retries=3,
-                    workers=[workers[i % len(workers)]] if workers else None,
-                    allow_other_workers=True,
+            workers = self._workers()
+            try:
+                if attempt or set(self._features_futures) != set(workers):
+                    self._features_futures = self._scatter_to_each(features, workers)
+                base_futures = self._scatter_to_each(base, workers)
+            except (TimeoutError, OSError):  # a worker left between listing and sending
+                if attempt == 2:
+                    raise
+                continue
+            futures = []
+            for i in todo:
+                worker = workers[i % len(workers)]
+                futures.append(
+                    self.client.submit(
+                        learn_share,
+                        self.spec_json,
+                        self._features_futures[worker],
+                        token,
+                        base_futures[worker],
+                        self.run["shares"][i],
+                        self.run["streams"][i],
+                        self.config.sync_every_rows,
+                        pure=False,
+                        retries=3,
+                        workers=[worker],
+                        allow_other_workers=True,
+                    )
                 )
-                for i in todo
-            ]
             try:
                 return self.client.gather(futures)
             except FutureCancelledError:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _workers(self) -> list[str]:
+        """The addresses of the cluster's workers, sorted; waits for one if there is none."""
+        workers = sorted(self.client.nthreads())
+        if not workers:
+            self.client.wait_for_workers(1)
+            workers = sorted(self.client.nthreads())
+        return workers
+
+    def _scatter_to_each(self, data: Any, workers: list[str]) -> dict[str, Any]:
+        """{address: future of `data` held by that worker}: one copy sent to each worker."""
+        return {
+            worker: self.client.scatter([data], workers=[worker], hash=False)[0]
+            for worker in workers
+        }
 
     def _end_epoch(self) -> None:
         run = self.run

@@ -138,6 +138,30 @@ def test_resume_from_a_round_checkpoint_ends_where_an_uninterrupted_run_ends(
     np.testing.assert_array_equal(resumed.model.learner.params.V, ref.model.learner.params.V)
 
 
+def test_each_worker_gets_its_own_copy_and_nothing_is_broadcast(
+    data, tmp_path, client, monkeypatch
+):
+    """scatter(broadcast=True) and the Active Memory Manager (on by default) can wait on each
+    other for ever (dask distributed #8796; it hung this suite once): rounds send one copy of
+    the vocabulary and the parameters to each worker instead."""
+    calls = []
+    scatter = client.scatter
+
+    def recording(data, *args, **kwargs):
+        calls.append(kwargs)
+        return scatter(data, *args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", recording)
+    result = DistributedTrainer(spec_of(data, tmp_path, epochs=1), client).train()
+    assert result.summary["rows_learnt"] == 20_000
+    assert calls and not any(kw.get("broadcast") for kw in calls)
+    workers = sorted(client.nthreads())
+    sent_to = [tuple(kw["workers"]) for kw in calls]
+    rounds = result.summary["distributed"]["rounds"]
+    # the vocabulary once per worker, then each round's parameters once per worker
+    assert sorted(sent_to) == sorted([(w,) for w in workers] * (rounds + 1))
+
+
 def test_causal_builders_are_refused(data, tmp_path):
     spec = parse_spec(
         {
