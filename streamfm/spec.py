@@ -317,6 +317,14 @@ class Spec(StrictModel):
             raise ValueError(
                 f"learner.method: task ranking learns with sgd or adagrad, not {method}"
             )
+        if self.learner.threads > 1:
+            # The ranking kernels grow the item catalogue as they go, which threads would race
+            # on; one thread (and the learner's Hogwild note) would otherwise pass unsaid.
+            raise ValueError(
+                f"learner.threads: task ranking learns on one thread, not "
+                f"{self.learner.threads} (its kernels add items to the catalogue as events "
+                "arrive); set threads to 1"
+            )
         if self.target is not None and self.target.positive is None:
             raise ValueError(
                 "target.positive: task ranking with a target column needs the values that mean "

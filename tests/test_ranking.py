@@ -308,6 +308,7 @@ def test_interrupted_and_resumed_run_is_exact(events, tmp_path):
         ),
         ({"ranking": None}, "ranking: required for task ranking"),
         ({"learner": {"method": "als"}}, "task ranking learns with sgd or adagrad"),
+        ({"learner": {"threads": 2}}, "learner.threads: task ranking learns on one thread"),
         ({"target": "rating"}, "target.positive"),
         ({"validation": {"split": "leave_last_out", "key": "nobody"}}, "validation.key: 'nobody'"),
     ],
