@@ -177,15 +177,15 @@ def _layout_pass(
     sums = np.zeros(k, dtype=np.float64)
     sqs = np.zeros(k, dtype=np.float64)
     with_acc = acc_V.shape[0] == V.shape[0]  # SGD's are empty
-    # Every pass hints, whatever the model's size (not hinted_cases' rule): on a model small
-    # enough to stay in the core's cache the hints cost nothing measurable here (10,000
-    # features, k 8: 0.98-1.02x, side by side), and under Hogwild threads that cache is no
-    # shelter, as half the rows a case reads were last written by the other core (2 threads at
-    # 10,000 features: 1.2-1.5x -> 1.5-1.8x one thread's cases/s).
-    hinted = order.shape[0]
     for ii in range(order.shape[0]):
-        ahead = ii + CASES_AHEAD  # hint the memory of a later case (learners.memory_hints)
-        if ahead < hinted:
+        # Hint the memory of a later case (learners.memory_hints) whatever the model's size, not
+        # by hinted_cases' rule: on a model small enough to stay in the core's cache the hints
+        # cost nothing measurable here (10,000 features, k 8: 0.98-1.02x, side by side), and
+        # under Hogwild threads that cache is no shelter, as half the rows a case reads were
+        # last written by the other core (2 threads at 10,000 features: 1.2-1.5x -> 1.5-1.8x
+        # one thread's cases/s).
+        ahead = ii + CASES_AHEAD
+        if ahead < order.shape[0]:
             r_ahead = order[ahead]
             start_ahead, stop_ahead = span(rows, r_ahead)
             for nz in range(start_ahead, stop_ahead):
