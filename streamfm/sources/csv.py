@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 from numba import njit
 
 from streamfm.errors import DataError, SpecError
+from streamfm.sources._handoff import open_csv
 from streamfm.sources._io import ChainStream, open_stream, stdin_stream
 from streamfm.sources._records import BadRecords, RecordScanner, Tee
 from streamfm.sources.base import Piece, Reader, check_columns
@@ -363,9 +364,7 @@ class CsvReader(Reader):
             try:
                 schema = self._cache_schema(
                     path,
-                    pacsv.open_csv(
-                        source, read_options=ro, parse_options=po, convert_options=co
-                    ).schema,
+                    open_csv(source, read_options=ro, parse_options=po, convert_options=co).schema,
                 )
             except pa.ArrowInvalid as e:
                 if "Empty CSV file" in str(e):
@@ -402,7 +401,7 @@ class CsvReader(Reader):
                         # Standard input cannot be read twice: the scanner reads a copy.
                         source = tee = Tee(source)
                     bad = self._bad_records(path, 0, 0, tee)
-                reader = pacsv.open_csv(
+                reader = open_csv(
                     source,
                     read_options=self._read_options(),
                     parse_options=self._parse_options(path, bad.handler if bad else None),
@@ -524,7 +523,7 @@ class CsvReader(Reader):
         if opts.column_names:
             names = list(opts.column_names)
         else:
-            names = pacsv.open_csv(
+            names = open_csv(
                 pa.BufferReader(bytes(head)),
                 read_options=pacsv.ReadOptions(
                     autogenerate_column_names=not opts.header, encoding=opts.encoding
@@ -539,7 +538,7 @@ class CsvReader(Reader):
                 source = tee = Tee(source)
             bad = self._bad_records(path, row, extra, tee, sc)
         try:
-            reader = pacsv.open_csv(
+            reader = open_csv(
                 source,
                 read_options=self._read_options(names),
                 parse_options=self._parse_options(path, bad.handler if bad else None),
@@ -585,7 +584,7 @@ class CsvReader(Reader):
             peeked = self._cached_schema(path)
             return list(peeked.names) if peeked is not None else []
         try:
-            return pacsv.open_csv(
+            return open_csv(
                 self._input(path),
                 read_options=self._read_options(),
                 parse_options=self._parse_options(path, self._skipping(path)),
