@@ -128,8 +128,11 @@ def open_csv(
     parse_options: pacsv.ParseOptions,
     convert_options: pacsv.ConvertOptions | None = None,
 ) -> pacsv.CSVStreamingReader:
-    """`pyarrow.csv.open_csv` of `source` (a path, a pyarrow stream or buffer, a Python binary
-    stream), the Python objects it needs made for it and watched (see the module docstring)."""
+    """`pyarrow.csv.open_csv` of `source` (a path, a pyarrow file, a Python binary stream), the
+    Python objects it needs made for it and watched (see the module docstring).
+
+    Bytes in memory come as `io.BytesIO`: a `pa.BufferReader` of them would hand pyarrow the
+    Python bytes object unwatched."""
     global _hooked
     opened = _Opened()
     encoding = read_options.encoding

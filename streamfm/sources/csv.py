@@ -357,7 +357,7 @@ class CsvReader(Reader):
                 stream.rewind()
                 cut = head.rfind(b"\n")
                 source: Any = self._wrap(
-                    pa.BufferReader(head[: cut + 1] if cut >= 0 else head), path
+                    io.BytesIO(head[: cut + 1] if cut >= 0 else head), path
                 )
             else:
                 source = self._input(path)
@@ -524,7 +524,7 @@ class CsvReader(Reader):
             names = list(opts.column_names)
         else:
             names = open_csv(
-                pa.BufferReader(bytes(head)),
+                io.BytesIO(bytes(head)),
                 read_options=pacsv.ReadOptions(
                     autogenerate_column_names=not opts.header, encoding=opts.encoding
                 ),
