@@ -123,10 +123,15 @@ def test_threads_with_sample_weights():
     chunk, y = slice_rows(rows, 0, 25_000), ys[:25_000]
     test, y_test = slice_rows(rows, 25_000, 30_000), ys[25_000:]
     weights = np.random.default_rng(0).uniform(0.5, 1.5, 25_000)
-    out = []
-    for threads in (1, 2):
+
+    def trained(threads: int) -> float:
         lrn = learner("adagrad", threads)
         for _ in range(10):  # (early in training Hogwild's trajectories differ more)
             lrn.learn(chunk, y, None, weights)
-        out.append(rmse(lrn, test, y_test))
-    assert abs(out[1] - out[0]) < 0.01, out
+        return rmse(lrn, test, y_test)
+
+    one = trained(1)
+    # The median of three Hogwild runs: on a loaded machine one interleaving in many lands
+    # 0.02 away (seen once in CI), while 40 runs here stayed within 0.004.
+    two = sorted(trained(2) for _ in range(3))
+    assert abs(two[1] - one) < 0.01, (one, two)
