@@ -356,9 +356,7 @@ class CsvReader(Reader):
                 head += stream.read(1 << 16) if head and not head.endswith(b"\n") else b""
                 stream.rewind()
                 cut = head.rfind(b"\n")
-                source: Any = self._wrap(
-                    io.BytesIO(head[: cut + 1] if cut >= 0 else head), path
-                )
+                source: Any = self._wrap(io.BytesIO(head[: cut + 1] if cut >= 0 else head), path)
             else:
                 source = self._input(path)
             try:
