@@ -8,6 +8,7 @@ from reference import assert_same_state
 
 import streamfm.learners.ranking as ranking
 from streamfm.datasets import make_implicit_events
+from streamfm.learners.memory_hints import HINT_MIN_BYTES
 from streamfm.spec import parse_spec
 from streamfm.store.trained import TrainedModel
 
@@ -18,7 +19,7 @@ MF = [
 
 
 def _model(
-    method, sampler, per_positive, exclude_seen, candidates=1, features=MF, item_features=()
+    method, sampler, per_positive, exclude_seen, candidates=1, features=MF, item_features=(), k=5
 ):
     spec = {
         "source": {"path": "unused.parquet"},
@@ -36,7 +37,7 @@ def _model(
                 "recent": 4,
             },
         },
-        "model": {"k": 5, "seed": 3, "init_std": 0.3},
+        "model": {"k": k, "seed": 3, "init_std": 0.3},
         "learner": {
             "method": method,
             "learning_rate": 0.1,
@@ -81,6 +82,31 @@ def test_mf_kernel_equals_csr_kernel(
     slow = _model(method, sampler, per_positive, exclude_seen, candidates)
     slow_out, layouts = _learn(slow, events, 3)
     assert layouts == ["csr"] * 3
+    for a, b in zip(fast_out, slow_out, strict=True):
+        assert np.array_equal(a, b)
+    assert_same_state(fast.learner.state_dict(), slow.learner.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("method", "per_positive", "exclude_seen", "candidates"),
+    [("sgd", 1, False, 1), ("adagrad", 2, True, 3)],
+)
+def test_mf_kernel_equals_csr_kernel_where_it_draws_ahead(
+    monkeypatch, method, per_positive, exclude_seen, candidates
+):
+    # V of 512 KiB or more: the kernels hint memory ahead, and the MF one keeps the uniform
+    # draws it made for the hints (a path the small models above never take).
+    events, _ = make_implicit_events(n_users=2500, n_items=300, events_per_user=6, seed=7)
+    models = []
+    for layout in ("mf", "csr"):
+        if layout == "csr":
+            monkeypatch.setattr(ranking, "mf_layout", lambda *args: False)
+        model = _model(method, "uniform", per_positive, exclude_seen, candidates, k=64)
+        outs, layouts = _learn(model, events, 3)
+        assert layouts == [layout] * 3
+        assert model.learner.params.V.nbytes >= HINT_MIN_BYTES
+        models.append((model, outs))
+    (fast, fast_out), (slow, slow_out) = models
     for a, b in zip(fast_out, slow_out, strict=True):
         assert np.array_equal(a, b)
     assert_same_state(fast.learner.state_dict(), slow.learner.state_dict())

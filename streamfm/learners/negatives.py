@@ -150,6 +150,13 @@ def uniform_candidate(draw_key, c, n_items):
     return cand if cand < n_items else n_items - 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def acceptable(cand, pos_item, draws, exclude, slot):
+    """Whether a drawn candidate is kept as a negative: not the positive and, with
+    `exclude`, not among the user's recent positives (ring `slot`)."""
+    return cand != pos_item and not (exclude and in_recent(draws, slot, cand))
+
+
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def draw_negative(
     event_key, m, n_items, pos_item, popularity, draws, total, exclude, slot, max_tries
@@ -168,11 +175,8 @@ def draw_negative(
                 cand = n_items - 1
         else:
             cand = uniform_candidate(s, c, n_items)
-        if cand == pos_item:
-            continue
-        if exclude and in_recent(draws, slot, cand):
-            continue
-        return cand
+        if acceptable(cand, pos_item, draws, exclude, slot):
+            return cand
     return -1
 
 
