@@ -110,6 +110,10 @@ def test_mf_kernel_equals_csr_kernel_where_it_draws_ahead(
     for a, b in zip(fast_out, slow_out, strict=True):
         assert np.array_equal(a, b)
     assert_same_state(fast.learner.state_dict(), slow.learner.state_dict())
+    # Other chunks: the first events of each pass draw instead of taking kept draws.
+    other = _model(method, "uniform", per_positive, exclude_seen, candidates, k=64)
+    _learn(other, events, 5)
+    assert_same_state(other.learner.state_dict(), slow.learner.state_dict())
 
 
 def test_other_layouts_take_the_csr_kernel():

@@ -161,6 +161,12 @@ def _rank_pass(
     n_draws = n_neg * n_cand
     with_acc = acc_V.shape[0] == V.shape[0]  # AdaGrad's sums (SGD's are empty)
     hinted = hinted_cases(V, order.shape[0])
+    # The uniform sampler's first candidates of an event, drawn for the hints CASES_AHEAD
+    # events before, and kept for the event (as in _mf_pass; 1.03-1.17x the pairs/s).
+    ring = CASES_AHEAD + 1
+    pre_cand = np.empty((ring, max(n_draws, 1)), np.int64)
+    pre_event = np.full(ring, -1, np.int64)  # the event (position in order) of each ring row
+    pre_items = np.zeros(ring, np.int64)  # the catalogue size they were drawn from
     for ii in range(order.shape[0]):
         ahead = ii + CASES_AHEAD  # --- memory hints for a later event (see above)
         if ahead < hinted:
@@ -174,8 +180,12 @@ def _rank_pass(
             n_items = sizes[0]
             if not popularity and n_items > 0:
                 akey = event_key(key, t0 + ahead)
+                pr = ahead % ring
+                pre_event[pr] = ahead
+                pre_items[pr] = n_items
                 for m in range(n_draws):
                     cand = uniform_candidate(sampling.slot_key(akey, m), 0, n_items)
+                    pre_cand[pr, m] = cand
                     for e in range(c_indptr[cand], c_indptr[cand + 1]):
                         hint_read(V, c_indices[e])
                         hint_read(w, c_indices[e])
@@ -225,14 +235,20 @@ def _rank_pass(
             # --- draw and score the negatives before any update
             n_ok = 0
             below = 0.0
+            pr = ii % ring
+            drawn = not popularity and pre_event[pr] == ii and pre_items[pr] == n_items
             for m in range(n_neg):
                 best = -1
                 s_neg = 0.0
                 for c in range(n_cand):  # adaptive: the highest scored of n_cand draws
-                    cand = draw_negative(
-                        ekey, m * n_cand + c, n_items, pos_item, popularity, draws, total,
-                        exclude, slot, max_tries,
-                    )  # fmt: skip
+                    dm = m * n_cand + c
+                    if drawn and acceptable(pre_cand[pr, dm], pos_item, draws, exclude, slot):
+                        cand = pre_cand[pr, dm]  # draw_negative's first try, kept
+                    else:
+                        cand = draw_negative(
+                            ekey, dm, n_items, pos_item, popularity, draws, total, exclude,
+                            slot, max_tries,
+                        )  # fmt: skip
                     if cand < 0:
                         continue
                     pn, _in, sqn = score_row(
