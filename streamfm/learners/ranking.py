@@ -411,7 +411,7 @@ def _mf_pass(
     # The uniform sampler's first candidates of an event (and their feature ids), drawn when
     # its memory is hinted CASES_AHEAD events before: the event takes them from this ring
     # instead of drawing them again, unless the catalogue grew in between (the same draws,
-    # bit for bit; 1.05-1.4x the pairs/s, benchmarks/bench_bpr.py).
+    # bit for bit; 1.05-1.4x the pairs/s, old and new kernel side by side).
     ring = CASES_AHEAD + 1
     pre_cand = np.empty((ring, max(n_draws, 1)), np.int64)
     pre_jn = np.empty((ring, max(n_draws, 1)), np.int64)
