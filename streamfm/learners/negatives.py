@@ -180,6 +180,19 @@ def draw_negative(
     return -1
 
 
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def kept_or_drawn(
+    kept, event_key, m, n_items, pos_item, popularity, draws, total, exclude, slot, max_tries
+):
+    """Negative m of an event: `kept` (draw_negative's first try for it, drawn earlier by the
+    caller; -1: none) when it is acceptable, else draw_negative's (the same result)."""
+    if kept >= 0 and acceptable(kept, pos_item, draws, exclude, slot):
+        return kept
+    return draw_negative(
+        event_key, m, n_items, pos_item, popularity, draws, total, exclude, slot, max_tries
+    )
+
+
 @njit(cache=True, nogil=True)
 def sample_negatives(
     key, events, pos_items, n_items, n_neg, popularity, counts, exclude, recent, slots, max_tries

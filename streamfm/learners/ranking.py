@@ -39,12 +39,11 @@ from streamfm.learners.losses import sigmoid
 from streamfm.learners.memory_hints import CASES_AHEAD, hint_read, hinted_cases
 from streamfm.learners.negatives import (
     RecentPositives,
-    acceptable,
-    draw_negative,
     event_key,
     fenwick_add,
     fenwick_build,
     fenwick_total,
+    kept_or_drawn,
     negatives_key,
     ring_add,
     uniform_candidate,
@@ -241,14 +240,11 @@ def _rank_pass(
                 best = -1
                 s_neg = 0.0
                 for c in range(n_cand):  # adaptive: the highest scored of n_cand draws
-                    dm = m * n_cand + c
-                    if drawn and acceptable(pre_cand[pr, dm], pos_item, draws, exclude, slot):
-                        cand = pre_cand[pr, dm]  # draw_negative's first try, kept
-                    else:
-                        cand = draw_negative(
-                            ekey, dm, n_items, pos_item, popularity, draws, total, exclude,
-                            slot, max_tries,
-                        )  # fmt: skip
+                    kept = pre_cand[pr, m * n_cand + c] if drawn else -1
+                    cand = kept_or_drawn(
+                        kept, ekey, m * n_cand + c, n_items, pos_item, popularity, draws, total,
+                        exclude, slot, max_tries,
+                    )  # fmt: skip
                     if cand < 0:
                         continue
                     pn, _in, sqn = score_row(
@@ -501,16 +497,16 @@ def _mf_pass(
                 s_neg = 0.0
                 for c in range(n_cand):
                     dm = m * n_cand + c
-                    if drawn and acceptable(pre_cand[pr, dm], pos_item, draws, exclude, slot):
-                        cand = pre_cand[pr, dm]  # draw_negative's first try, kept
+                    kept = pre_cand[pr, dm] if drawn else -1
+                    cand = kept_or_drawn(
+                        kept, ekey, dm, n_items, pos_item, popularity, draws, total, exclude,
+                        slot, max_tries,
+                    )  # fmt: skip
+                    if cand < 0:
+                        continue
+                    if cand == kept:
                         jn = np.uint32(pre_jn[pr, dm])
                     else:
-                        cand = draw_negative(
-                            ekey, dm, n_items, pos_item, popularity, draws, total, exclude,
-                            slot, max_tries,
-                        )  # fmt: skip
-                        if cand < 0:
-                            continue
                         jn = np.uint32(c_indices[c_indptr[cand]])
                     pn = float(zero[0])
                     pn += w[jn] * one
