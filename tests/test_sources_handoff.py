@@ -108,3 +108,12 @@ def test_dropped_readers_are_waited_for_and_live_ones_are_not():
     # The reader still referenced is not waited for: its proxy is held, not released.
     assert any(opened.reader() is kept for _, opened in _handoff._held.values())
     assert kept.read_all().num_rows == 1000
+
+
+def test_a_failed_open_keeps_no_proxy_in_its_traceback():
+    # A caller's error kept with its cause (a DataError from pyarrow's) must not hold a proxy
+    # of a reader that never was: the exit would wait for it in vain.
+    with pytest.raises(pa.ArrowInvalid, match="Empty CSV") as failed:
+        _handoff.open_csv(io.BytesIO(b""), pacsv.ReadOptions(), pacsv.ParseOptions())
+    assert failed.value.__traceback__ is not None
+    assert _handoff.wait_for_pyarrow(timeout=10)

@@ -158,10 +158,14 @@ def open_csv(
             parse_options=parse_options,
             convert_options=convert_options,
         )
-        opened.reader = weakref.ref(reader)
-        return reader
+    except BaseException:
+        # A traceback keeps this frame: it must not keep the proxies alive (an exit would wait).
+        source = parse_options = None
+        raise
     finally:
         opened.returned = True
+    opened.reader = weakref.ref(reader)
+    return reader
 
 
 def released() -> int:
