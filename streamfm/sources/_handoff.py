@@ -48,7 +48,6 @@ class _Opened:
 # itself when freed, on whichever thread frees it.
 # Keyed by the id of the weak reference, as a bytearray cannot be hashed.
 _held: dict[int, tuple[weakref.ref, _Opened]] = {}
-_hooked = False
 # Ample for the in-flight block reads of a file or a pipe; an exit is never held longer.
 EXIT_WAIT = 2.0
 
@@ -133,7 +132,6 @@ def open_csv(
 
     Bytes in memory come as `io.BytesIO`: a `pa.BufferReader` of them would hand pyarrow the
     Python bytes object unwatched."""
-    global _hooked
     opened = _Opened()
     encoding = read_options.encoding
     transcode = codecs.lookup(encoding).name != "utf-8"
@@ -148,9 +146,6 @@ def open_csv(
     if handler is not None:
         parse_options = copy.copy(parse_options)
         parse_options.invalid_row_handler = _watch(_Handler(handler), opened)
-    if not _hooked and _held:
-        atexit.register(wait_for_pyarrow)
-        _hooked = True
     try:
         reader = pacsv.open_csv(
             source,
@@ -183,3 +178,6 @@ def wait_for_pyarrow(timeout: float = EXIT_WAIT) -> bool:
     while released() and time.monotonic() < deadline:
         time.sleep(0.001)
     return not released()
+
+
+atexit.register(wait_for_pyarrow)  # returns at once when pyarrow was given nothing
