@@ -106,8 +106,9 @@ def _add_item(cat, entries, ni, item_fid):
 # The kernels hint the memory of the event CASES_AHEAD later (`learners.memory_hints`): its w
 # and V rows (and AdaGrad's sums of them) and, with the uniform sampler, those of each draw's
 # first candidate (a positive's own item or a rejected one only wastes the hint; popularity's
-# Fenwick search is not run twice). The hints are written out in both kernels: as an inlined helper taking the arrays,
-# they gave back a third to a half of their gain (side by side, k 8 and 32).
+# Fenwick search is not run twice). The hints are written out in both kernels: as an inlined
+# helper taking the arrays, they gave back a third to a half of their gain (side by side, k 8
+# and 32).
 
 
 @njit(cache=True, nogil=True)
