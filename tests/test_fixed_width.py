@@ -121,3 +121,82 @@ def test_fixed_width_refuses_ids_beyond_the_parameters():
         lrn.learn(chunk, np.zeros(10))
     assert lrn.last_layout == "fixed"
     assert not lrn.params.w.any()
+
+
+def kernel_args(lrn, rows, y, order, pred):
+    p = lrn.params
+    reg_w, reg_v = lrn._group_regs()
+    return (
+        rows, y, order, (p.w0, p.w, p.V), (p.acc_w0, p.acc_w, p.acc_V),
+        (0.01, reg_w, reg_v, p.group), (0.05, 1e-3, 0.5, 0), lrn.target_range, True, pred, False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["fixed", "csr"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_order_none_learns_every_row_in_turn(layout, optimizer):
+    """order=None (what learn passes without an order) compiles without the order array and
+    learns exactly what order = arange(n) learns."""
+    rng = np.random.default_rng(4)
+    n, n_features = 300, 40
+    chunk = one_hot_chunk(rng, n, 2, n_features)
+    y = rng.normal(3, 1, n)
+    rows = (
+        chunk_rows(chunk)[1] if layout == "fixed" else (chunk.indptr, chunk.indices, chunk.values)
+    )
+    kernel = (sgd.FIXED_KERNELS if layout == "fixed" else sgd.KERNELS)[(optimizer, "squared")]
+    runs = []
+    for order in (None, np.arange(n, dtype=np.int64)):
+        lrn = learner(optimizer, "regression", n_features)
+        pred = np.empty(n)
+        assert kernel(*kernel_args(lrn, rows, y, order, pred)) == -1
+        runs.append((pred, lrn.params))
+    (pa, a), (pb, b) = runs
+    assert pa.tobytes() == pb.tobytes()
+    for name in ("w0", "w", "V", "acc_w0", "acc_w", "acc_V"):
+        assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+
+
+def test_learn_without_an_order_hands_the_kernel_none(monkeypatch):
+    seen = []
+    one_thread = sgd._one_thread
+
+    def spy(kernel, rows, y, order, *rest):
+        seen.append(order)
+        return one_thread(kernel, rows, y, order, *rest)
+
+    monkeypatch.setattr(sgd, "_one_thread", spy)
+    rng = np.random.default_rng(5)
+    chunk = one_hot_chunk(rng, 20, 2, 20)
+    lrn = learner("sgd", "regression", 20)
+    lrn.learn(chunk, rng.normal(size=20))
+    lrn.learn(chunk, rng.normal(size=20), np.arange(20))
+    assert seen[0] is None and seen[1] is not None
+
+
+@pytest.mark.parametrize("layout", ["fixed", "csr"])
+@pytest.mark.parametrize("where", ["first", "last", "negative"])
+def test_an_id_beyond_the_parameters_anywhere_is_refused_before_any_update(layout, where):
+    rng = np.random.default_rng(6)
+    n, n_features = 50, 20
+    chunk = one_hot_chunk(rng, n, 2, n_features)
+    indices = chunk.indices.copy()
+    indices[0 if where == "first" else -1] = -3 if where == "negative" else n_features
+    bad = chunk._replace(indices=indices)
+    lrn = learner("sgd", "regression", n_features)
+    before = lrn.params.V.copy()
+    with pytest.raises(IndexError, match="not allocated"):
+        if layout == "fixed":
+            lrn.learn(bad, np.ones(n))
+        else:
+            learn_csr(lrn, bad, np.ones(n), None, None)
+    assert lrn.last_layout == layout
+    assert not lrn.params.w.any() and lrn.params.V.tobytes() == before.tobytes()
+
+
+def test_targets_of_another_length_are_refused():
+    rng = np.random.default_rng(7)
+    chunk = one_hot_chunk(rng, 10, 2, 20)
+    lrn = learner("sgd", "regression", 20)
+    with pytest.raises(ValueError, match="y: expected 10 values"):
+        lrn.learn(chunk, np.zeros(9))

@@ -69,7 +69,7 @@ def test_one_thread_is_the_kernel_itself():
             (chunk.indptr, chunk.indices, chunk.values), y, np.arange(5_000),
             (p.w0, p.w[:300], p.V[:300]), (p.acc_w0, p.acc_w[:300], p.acc_V[:300]),
             (0.0, reg_w, reg_v, p.group), (0.1, 0.0, 0.5, b.t), b.target_range, True,
-            np.empty(5_000),
+            np.empty(5_000), False,
         )  # fmt: skip
         b.t += 5_000
     for name in ("w0", "w", "V", "acc_w0", "acc_w", "acc_V"):

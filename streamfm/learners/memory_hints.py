@@ -34,7 +34,8 @@ CASES_AHEAD = 4
 # The prediction, ranking and SGDA kernels hint only models whose V takes at least this many
 # bytes: a smaller one stays in a core's cache (L2 is 256 KB to 2 MB on current x86 cores) and
 # the hints would only cost instructions (prediction at 10,000 features, k = 8: 0.82-0.93x the
-# rows/s without them). The SGD / AdaGrad pass hints every model (see sgd._layout_pass).
+# rows/s without them). The SGD / AdaGrad pass follows the same rule on one thread and hints
+# every model under Hogwild threads (see sgd._layout_pass).
 HINT_MIN_BYTES = 1 << 19
 
 

@@ -14,14 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from streamfm.config import GroupRegularization, LearnerConfig, ModelConfig
 from streamfm.csr import CSRChunk
 from streamfm.errors import DivergenceError
 from streamfm.learners import losses, steps
 from streamfm.learners.base import LearnerHooks
-from streamfm.learners.memory_hints import CASES_AHEAD, hint_read
+from streamfm.learners.memory_hints import CASES_AHEAD, hint_read, hinted_cases
 from streamfm.learners.params import FMParams
 from streamfm.learners.scoring import fixed_cell, predict_csr, score_cells
 
@@ -41,39 +42,39 @@ def _case_weight(weights, r):
 
 @njit(nogil=True, inline="always", error_model="numpy")
 def _sgd_pass(
-    rows, y, order, params, state, regs, rate, target_range, clip, out,
+    rows, y, order, params, state, regs, rate, target_range, clip, out, shared,
     output, gradient, observe, step_linear, step_factor,
 ):  # fmt: skip
     """`_weighted_pass` with every case of weight 1 (the constant folds away: the unweighted
     kernels compile to the loop they were before weights existed)."""
     return _weighted_pass(
-        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared,
         _unit_weight, output, gradient, observe, step_linear, step_factor,
     )  # fmt: skip
 
 
 @njit(nogil=True, inline="always", error_model="numpy")
 def _weighted_pass(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
     weight_of, output, gradient, observe, step_linear, step_factor,
 ):  # fmt: skip
     """`_layout_pass` over the rows of a CSR chunk, rows = (indptr, indices, values)."""
     return _layout_pass(
         rows, _csr_span, _csr_cell, csr_top, y, weights, order, params, state, regs, rate,
-        target_range, clip, out, weight_of, output, gradient, observe, step_linear, step_factor,
+        target_range, clip, out, shared, weight_of, output, gradient, observe, step_linear, step_factor,
     )  # fmt: skip
 
 
 @njit(nogil=True, inline="always", error_model="numpy")
 def _fixed_pass(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
     weight_of, output, gradient, observe, step_linear, step_factor,
 ):  # fmt: skip
     """`_layout_pass` over a fixed-width chunk, rows = (idx,) with idx (n, fields) int32: every
     row has `fields` non-zeros of value 1.0 (see `fixed_width`)."""
     return _layout_pass(
         rows, _fixed_span, fixed_cell, _fixed_top, y, weights, order, params, state, regs, rate,
-        target_range, clip, out, weight_of, output, gradient, observe, step_linear, step_factor,
+        target_range, clip, out, shared, weight_of, output, gradient, observe, step_linear, step_factor,
     )  # fmt: skip
 
 
@@ -108,12 +109,42 @@ def _fixed_span(rows, r):
 
 @njit(nogil=True, inline="always")
 def _fixed_top(rows):
-    idx = rows[0]
+    # One flat loop, which LLVM vectorises (over rows and fields: 7% of an MF pass at k 8, this:
+    # under 1%, side by side); ravel is a view of a C-contiguous idx (chunk_rows makes it so).
+    ids = np.ravel(rows[0])
     top = np.uint32(0)
-    for r in range(idx.shape[0]):
-        for c in range(idx.shape[1]):
-            top = max(top, np.uint32(idx[r, c]))
-    return top, idx.size > 0
+    for q in range(ids.shape[0]):
+        top = max(top, np.uint32(ids[q]))
+    return top, ids.shape[0] > 0
+
+
+# --- the cases of a pass: the rows `order` (int64 row numbers), or None: every row in turn
+
+
+def case_count(order, n_rows):
+    """How many cases a pass over `order` learns: len(order), or n_rows if order is None."""
+    return n_rows if order is None else order.shape[0]
+
+
+def case_row(order, ii):
+    """The row of case ii: order[ii], or ii if order is None."""
+    return ii if order is None else order[ii]
+
+
+# Chosen by type when a kernel compiles, so that order=None leaves no load of order[ii] in the
+# loop (an MF pass at k 8: 1.03-1.08x the cases/s of order = arange(n), side by side).
+@overload(case_count, inline="always")
+def _case_count(order, n_rows):
+    if isinstance(order, types.NoneType):
+        return lambda order, n_rows: n_rows
+    return lambda order, n_rows: order.shape[0]
+
+
+@overload(case_row, inline="always")
+def _case_row(order, ii):
+    if isinstance(order, types.NoneType):
+        return lambda order, ii: ii
+    return lambda order, ii: order[ii]
 
 
 @njit(cache=True, nogil=True)
@@ -139,9 +170,10 @@ def fixed_width(indptr, values):
 @njit(nogil=True, inline="always", error_model="numpy")
 def _layout_pass(
     rows, span, cell, top_id, y, weights, order, params, state, regs, rate, target_range, clip,
-    out, weight_of, output, gradient, observe, step_linear, step_factor,
+    out, shared, weight_of, output, gradient, observe, step_linear, step_factor,
 ):  # fmt: skip
-    """One pass of per-case updates over the rows `order` (int64 row numbers) of a chunk.
+    """One pass of per-case updates over the rows `order` (int64 row numbers; None: every row of
+    the chunk, len(y) of them, in turn) of a chunk.
 
     rows: the chunk in a row layout read by span(rows, r) -> [start, stop) of row r's non-zeros,
     cell(rows, r, nz) -> (id, x) and top_id(rows) -> (largest id as unsigned, any ids): CSR
@@ -152,6 +184,7 @@ def _layout_pass(
     state = the step rule's per-coordinate arrays shaped like params (AdaGrad: sums of squared
     gradients; SGD: unused); regs = (reg0, reg_w_by_group, reg_v_by_group, group) with group[j]
     the feature group of id j; rate = (lr0, decay, power_t, t0), t0 cases learnt before this call;
+    shared: whether other threads update params meanwhile (Hogwild; only the memory hints heed it);
     output, gradient, observe: the loss's jitted functions; step_linear, step_factor: the step rule's;
     weight_of(weights, r): the weight s of row r (float64 >= 0).
 
@@ -177,16 +210,19 @@ def _layout_pass(
     sums = np.zeros(k, dtype=np.float64)
     sqs = np.zeros(k, dtype=np.float64)
     with_acc = acc_V.shape[0] == V.shape[0]  # SGD's are empty
-    for ii in range(order.shape[0]):
-        # Hint the memory of a later case (learners.memory_hints) whatever the model's size, not
-        # by hinted_cases' rule: on a model small enough to stay in the core's cache the hints
-        # cost nothing measurable here (10,000 features, k 8: 0.98-1.02x, side by side), and
-        # under Hogwild threads that cache is no shelter, as half the rows a case reads were
-        # last written by the other core (2 threads at 10,000 features: 1.2-1.5x -> 1.5-1.8x
-        # one thread's cases/s).
+    n_cases = case_count(order, y.shape[0])
+    # Hint the memory of a later case (learners.memory_hints) by hinted_cases' rule, and on a
+    # model of any size when other threads update it (shared): under Hogwild threads the
+    # core's cache is no shelter, as half the rows a case reads were last written by the other
+    # core (2 threads at 10,000 features: 1.2-1.5x -> 1.5-1.8x one thread's cases/s). One
+    # thread on a model that stays in its cache gains nothing from them and pays their
+    # instructions (10,000 features, k 8, fixed width: 2 fields 0.98x, 10 fields 0.95x,
+    # 100 fields 0.92x the cases/s without them, side by side).
+    hinted = n_cases if shared else hinted_cases(V, n_cases)
+    for ii in range(n_cases):
         ahead = ii + CASES_AHEAD
-        if ahead < order.shape[0]:
-            r_ahead = order[ahead]
+        if ahead < hinted:
+            r_ahead = case_row(order, ahead)
             start_ahead, stop_ahead = span(rows, r_ahead)
             for nz in range(start_ahead, stop_ahead):
                 j_ahead, _x = cell(rows, r_ahead, nz)
@@ -195,7 +231,7 @@ def _layout_pass(
                 if with_acc:  # AdaGrad's sums, read and written with them
                     hint_read(acc_V, np.uint32(j_ahead))
                     hint_read(acc_w, np.uint32(j_ahead))
-        r = order[ii]
+        r = case_row(order, ii)
         start, stop = span(rows, r)
         p, inter, sq = score_cells(rows, cell, r, start, stop, w0, w, V, limit, sums, sqs)
         score = p + 0.5 * (inter - sq)
@@ -233,36 +269,36 @@ def _layout_pass(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sgd_squared(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def sgd_squared(rows, y, order, params, state, regs, rate, target_range, clip, out, shared):
     return _sgd_pass(
-        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, order, params, state, regs, rate, target_range, clip, out, shared,
         losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sgd_logistic(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def sgd_logistic(rows, y, order, params, state, regs, rate, target_range, clip, out, shared):
     return _sgd_pass(
-        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, order, params, state, regs, rate, target_range, clip, out, shared,
         losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def adagrad_squared(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def adagrad_squared(rows, y, order, params, state, regs, rate, target_range, clip, out, shared):
     return _sgd_pass(
-        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, order, params, state, regs, rate, target_range, clip, out, shared,
         losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def adagrad_logistic(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def adagrad_logistic(rows, y, order, params, state, regs, rate, target_range, clip, out, shared):
     return _sgd_pass(
-        rows, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, order, params, state, regs, rate, target_range, clip, out, shared,
         losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
@@ -281,10 +317,10 @@ KERNELS = {
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def sgd_squared_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _weighted_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
@@ -292,10 +328,10 @@ def sgd_squared_weighted(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def sgd_logistic_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _weighted_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
@@ -303,10 +339,10 @@ def sgd_logistic_weighted(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def adagrad_squared_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _weighted_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
@@ -314,10 +350,10 @@ def adagrad_squared_weighted(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def adagrad_logistic_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _weighted_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
@@ -336,36 +372,40 @@ WEIGHTED_KERNELS = {
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sgd_squared_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def sgd_squared_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out, shared):
     return _fixed_pass(
-        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared,
         _unit_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sgd_logistic_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def sgd_logistic_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out, shared):
     return _fixed_pass(
-        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared,
         _unit_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def adagrad_squared_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def adagrad_squared_fixed(
+    rows, y, order, params, state, regs, rate, target_range, clip, out, shared
+):
     return _fixed_pass(
-        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared,
         _unit_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def adagrad_logistic_fixed(rows, y, order, params, state, regs, rate, target_range, clip, out):
+def adagrad_logistic_fixed(
+    rows, y, order, params, state, regs, rate, target_range, clip, out, shared
+):
     return _fixed_pass(
-        rows, y, y, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared,
         _unit_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
@@ -373,10 +413,10 @@ def adagrad_logistic_fixed(rows, y, order, params, state, regs, rate, target_ran
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def sgd_squared_fixed_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _fixed_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
@@ -384,10 +424,10 @@ def sgd_squared_fixed_weighted(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def sgd_logistic_fixed_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _fixed_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.sgd_linear, steps.sgd_factor,
     )  # fmt: skip
@@ -395,10 +435,10 @@ def sgd_logistic_fixed_weighted(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def adagrad_squared_fixed_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _fixed_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.squared_output, losses.squared_gradient, losses.squared_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
@@ -406,10 +446,10 @@ def adagrad_squared_fixed_weighted(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def adagrad_logistic_fixed_weighted(
-    rows, y, weights, order, params, state, regs, rate, target_range, clip, out
+    rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return _fixed_pass(
-        rows, y, weights, order, params, state, regs, rate, target_range, clip, out,
+        rows, y, weights, order, params, state, regs, rate, target_range, clip, out, shared,
         _case_weight, losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         steps.adagrad_linear, steps.adagrad_factor,
     )  # fmt: skip
@@ -528,8 +568,8 @@ class SGDLearner(LearnerHooks):
         """
         n = chunk.n_rows
         y = np.ascontiguousarray(y, dtype=np.float64)
-        if order is None:
-            order = np.arange(n, dtype=np.int64)
+        if y.shape != (n,):
+            raise ValueError(f"y: expected {n} values, got shape {y.shape}")
         reg_w, reg_v = self._group_regs()
         p = self.params
         cfg = self.config
@@ -570,7 +610,7 @@ class SGDLearner(LearnerHooks):
             self.t += int(bad)
             raise divergence_error(
                 self.t + 1,
-                int(order[bad]) + 1,
+                (bad if order is None else int(order[bad])) + 1,
                 "the prediction",
                 "The learning rate is too large for this data: try a smaller "
                 f"learner.learning_rate (now {cfg.learning_rate:g}), AdaGrad, or scaling large "
@@ -641,7 +681,7 @@ class SGDLearner(LearnerHooks):
 
 
 def _one_thread(kernel, rows, y, order, params, state, regs, rate, target_range, clip, out, _):
-    return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out)
+    return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out, False)
 
 
 #: Hogwild splits a chunk only into slices of at least this many cases (smaller ones are not
@@ -670,10 +710,12 @@ def _hogwild(kernel, rows, y, order, params, state, regs, rate, target_range, cl
     the cores at every case), and so is the range of targets seen; after the chunk w0 is the
     mean of the threads' values, its accumulator the start plus every thread's increase, and the
     range the union. Returns -1, or the position in `order` of a case that diverged."""
+    if order is None:  # the threads take slices of it
+        order = np.arange(y.shape[0], dtype=np.int64)
     n = order.shape[0]
     parts = min(threads, n // MIN_CASES_PER_THREAD)
     if parts <= 1:
-        return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out)
+        return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out, False)
     w0, w, V = params
     acc_w0, acc_w, acc_V = state
     lr0, decay, power_t, t0 = rate
@@ -689,7 +731,7 @@ def _hogwild(kernel, rows, y, order, params, state, regs, rate, target_range, cl
         return kernel(
             rows, y, order[bounds[i] : bounds[i + 1]], (private_w0[i, :1], w, V),
             (private_acc[i, :1], acc_w, acc_V), regs, (lr0, decay, power_t, t0 + bounds[i]),
-            ranges[i, :2], clip, out,
+            ranges[i, :2], clip, out, True,
         )  # fmt: skip
 
     pool = _pool(threads - 1)
