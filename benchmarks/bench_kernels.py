@@ -25,6 +25,8 @@ ratio. Writes the table to the "kernels" section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import math
 import os
@@ -75,6 +77,27 @@ class Params:
         self.adagrad = adagrad
 
 
+def in_order(n_rows: int) -> np.ndarray | None:
+    """The `order` of a pass over every row in turn, as the training loop learns a chunk: None
+    where the kernels take it (no order array read per case), else arange(n_rows)."""
+    try:
+        from streamfm.learners.sgd import case_row  # noqa: F401 - kernels that take None
+    except ImportError:
+        return np.arange(n_rows, dtype=np.int64)
+    return None
+
+
+@functools.cache
+def shared_flag() -> tuple[bool, ...]:
+    """The kernels' last argument `shared` (False: one thread), () for versions without it."""
+    from streamfm.learners import sgd
+
+    layout_pass = getattr(sgd, "_layout_pass", None)
+    py_func = getattr(layout_pass, "py_func", None)
+    takes = py_func is not None and "shared" in inspect.signature(py_func).parameters
+    return (False,) if takes else ()
+
+
 def weighted_kernel() -> Callable | None:
     """The sgd pass with a weight per case (all 1.0), or None for versions without weights."""
     try:
@@ -88,7 +111,7 @@ def weighted_kernel() -> Callable | None:
         return kernel(
             (indptr, indices, values), y, np.ones(len(y)), order, (p.w0, p.w, p.V),
             (p.acc_w0, p.acc_w, p.acc_V), (0.0, np.zeros(1), np.full(1, 0.01), p.group),
-            (lr, 0.0, 0.5, 0), target_range, True, pred,
+            (lr, 0.0, 0.5, 0), target_range, True, pred, *shared_flag(),
         )  # fmt: skip
 
     return weighted_pass
@@ -109,7 +132,7 @@ def fixed_kernel() -> Callable | None:
         return kernel(
             (idx,), y, order, (p.w0, p.w, p.V), (p.acc_w0, p.acc_w, p.acc_V),
             (0.0, np.zeros(1), np.full(1, 0.01), p.group), (lr, 0.0, 0.5, 0), target_range,
-            True, pred,
+            True, pred, *shared_flag(),
         )  # fmt: skip
 
     return fixed_pass
@@ -178,7 +201,7 @@ def kernels() -> tuple[Callable, Callable]:
         return kernel(
             (indptr, indices, values), y, order, (p.w0, p.w, p.V), (p.acc_w0, p.acc_w, p.acc_V),
             (0.0, np.zeros(1), np.full(1, 0.01), p.group), (lr, 0.0, 0.5, 0), target_range,
-            True, pred,
+            True, pred, *shared_flag(),
         )  # fmt: skip
 
     return new_pass, predict_csr
@@ -217,7 +240,7 @@ def bench_case(
     """(kernel name, best seconds per pass) for sgd, adagrad and predict on one (nnz, k) case."""
     n_rows = NNZ_PER_CHUNK // nnz
     data = make_data(n_rows, nnz, n_features)
-    order = np.arange(n_rows, dtype=np.int64)
+    order = in_order(n_rows)
     pred = np.empty(n_rows, dtype=np.float64)
     out: list[tuple[str, float]] = []
     runs = [("sgd", False, 0.001, False, False), ("adagrad", True, 0.01, False, False)]
@@ -256,7 +279,7 @@ def bench_case(
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel specialisation timed below."""
     data = make_data(8, 2, 16)
-    order = np.arange(8, dtype=np.int64)
+    order = in_order(8)
     pred = np.empty(8)
     for adagrad in (False, True):
         for weighted in (False, True) if weighted_kernel() is not None else (False,):
@@ -319,7 +342,7 @@ def layout_runs(nnz: int, k: int, features: int) -> dict[str, Callable[[], None]
     """One pass of sgd / adagrad through the CSR and fixed-width kernels, and of the bare loop."""
     n_rows = NNZ_PER_CHUNK // nnz
     data = make_data(n_rows, nnz, features)
-    order = np.arange(n_rows, dtype=np.int64)
+    order = in_order(n_rows)
     pred = np.empty(n_rows, dtype=np.float64)
     idx = data[1].reshape(n_rows, nnz)
     runs: dict[str, Callable[[], None]] = {}
@@ -421,7 +444,9 @@ def main() -> None:
             f"features; {NNZ_PER_CHUNK:,} non-zeros per chunk. `+w`: the kernel with a weight per "
             "case (all 1.0; next to a baseline without weights, compared with its unweighted "
             "kernel). Regression with clipping, constant "
-            f"rate. {how}CPU time of the process (single-threaded kernels), so time taken by "
+            "rate, every row in turn (`order=None`, as the training loop learns a chunk; "
+            "`order = arange(n)` for versions whose kernels need an order). "
+            f"{how}CPU time of the process (single-threaded kernels), so time taken by "
             "other jobs on the shared machine does not count. nnz·k/s counts the factor entries "
             "each case touches (read to predict and, when learning, updated). SGD lr 0.001, "
             "AdaGrad lr 0.01, targets N(0, 1). `fixed`: the same rows through the fixed-width "
