@@ -135,3 +135,28 @@ def test_threads_with_sample_weights():
     # 0.02 away (seen once in CI), while 40 runs here stayed within 0.004.
     two = sorted(trained(2) for _ in range(3))
     assert abs(two[1] - one) < 0.01, (one, two)
+
+
+def test_threads_tell_the_kernel_the_parameters_are_shared(monkeypatch):
+    """Each Hogwild slice runs with shared=True (its rows hinted on a model of any size); one
+    thread, and a chunk too small to split, with shared=False."""
+    calls = []
+    saved = dict(sgd.KERNELS)
+
+    def spying(kernel):
+        def call(*args):
+            calls.append((args[-1], None if args[2] is None else len(args[2])))
+            return kernel(*args)
+
+        return call
+
+    for key, kernel in saved.items():
+        monkeypatch.setitem(sgd.KERNELS, key, spying(kernel))
+    chunk, y = planted(3 * sgd.MIN_CASES_PER_THREAD)
+    learner("sgd", 2).learn(chunk, y)
+    n = chunk.n_rows
+    assert sorted(calls) == [(True, n // 2), (True, n - n // 2)]
+    calls.clear()
+    learner("sgd", 1).learn(chunk, y)
+    learner("sgd", 2).learn(slice_rows(chunk, 0, 100), y[:100])
+    assert calls == [(False, None), (False, None)]

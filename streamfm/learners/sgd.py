@@ -712,12 +712,12 @@ def _hogwild(kernel, rows, y, order, params, state, regs, rate, target_range, cl
     the cores at every case), and so is the range of targets seen; after the chunk w0 is the
     mean of the threads' values, its accumulator the start plus every thread's increase, and the
     range the union. Returns -1, or the position in `order` of a case that diverged."""
-    if order is None:  # the threads take slices of it
-        order = np.arange(y.shape[0], dtype=np.int64)
-    n = order.shape[0]
+    n = y.shape[0] if order is None else order.shape[0]
     parts = min(threads, n // MIN_CASES_PER_THREAD)
     if parts <= 1:
         return kernel(rows, y, order, params, state, regs, rate, target_range, clip, out, False)
+    if order is None:  # the threads take slices of it
+        order = np.arange(n, dtype=np.int64)
     w0, w, V = params
     acc_w0, acc_w, acc_V = state
     lr0, decay, power_t, t0 = rate
