@@ -58,7 +58,8 @@ def adagrad_0_1_squared_fixed(
     rows, y, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return sgd._fixed_pass(
-        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared, sgd._unit_weight,
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared,
+        sgd._unit_weight,
         losses.squared_output, losses.squared_gradient, losses.squared_observe,
         adagrad_0_1_linear, steps.adagrad_factor,
     )  # fmt: skip
@@ -69,7 +70,8 @@ def adagrad_0_1_logistic_fixed(
     rows, y, order, params, state, regs, rate, target_range, clip, out, shared
 ):
     return sgd._fixed_pass(
-        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared, sgd._unit_weight,
+        rows, y, y, order, params, state, regs, rate, target_range, clip, out, shared,
+        sgd._unit_weight,
         losses.logistic_output, losses.logistic_gradient, losses.logistic_observe,
         adagrad_0_1_linear, steps.adagrad_factor,
     )  # fmt: skip

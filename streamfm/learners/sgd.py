@@ -61,7 +61,8 @@ def _weighted_pass(
     """`_layout_pass` over the rows of a CSR chunk, rows = (indptr, indices, values)."""
     return _layout_pass(
         rows, _csr_span, _csr_cell, csr_top, y, weights, order, params, state, regs, rate,
-        target_range, clip, out, shared, weight_of, output, gradient, observe, step_linear, step_factor,
+        target_range, clip, out, shared, weight_of, output, gradient, observe, step_linear,
+        step_factor,
     )  # fmt: skip
 
 
@@ -74,7 +75,8 @@ def _fixed_pass(
     row has `fields` non-zeros of value 1.0 (see `fixed_width`)."""
     return _layout_pass(
         rows, _fixed_span, fixed_cell, _fixed_top, y, weights, order, params, state, regs, rate,
-        target_range, clip, out, shared, weight_of, output, gradient, observe, step_linear, step_factor,
+        target_range, clip, out, shared, weight_of, output, gradient, observe, step_linear,
+        step_factor,
     )  # fmt: skip
 
 
