@@ -569,7 +569,10 @@ class DistributedTrainer:
                 if attempt or set(self._features_futures) != set(workers):
                     self._features_futures = self._scatter_to_each(features, workers)
                 base_futures = self._scatter_to_each(base, workers)
-            except (TimeoutError, OSError):  # a worker left between listing and sending
+            # A worker left between listing and sending: a timeout, a closed connection, or the
+            # scheduler's KeyError naming a worker it has already removed (seen in CI after a
+            # worker was killed).
+            except (TimeoutError, OSError, KeyError):
                 if attempt == 2:
                     raise
                 continue

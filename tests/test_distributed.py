@@ -162,6 +162,28 @@ def test_each_worker_gets_its_own_copy_and_nothing_is_broadcast(
     assert sorted(sent_to) == sorted([(w,) for w in workers] * (rounds + 1))
 
 
+def test_a_round_sent_to_a_worker_the_scheduler_just_dropped_is_sent_again(
+    data, tmp_path, client, monkeypatch
+):
+    """The scheduler answers a scatter to a worker it has just removed with KeyError (a CI run
+    after a worker was killed): the round's copies go out again to the workers listed anew."""
+    ref = DistributedTrainer(spec_of(data, tmp_path / "ref", epochs=1), client).train()
+    scatter = client.scatter
+    calls = []
+
+    def dropping(data, *args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 4:  # the first round's parameters, to the second worker
+            raise KeyError(kwargs["workers"][0])
+        return scatter(data, *args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", dropping)
+    result = DistributedTrainer(spec_of(data, tmp_path / "again", epochs=1), client).train()
+    assert len(calls) > 4
+    np.testing.assert_array_equal(result.model.learner.params.V, ref.model.learner.params.V)
+    assert result.summary["rows_learnt"] == 20_000
+
+
 def test_causal_builders_are_refused(data, tmp_path):
     spec = parse_spec(
         {
